@@ -1,0 +1,1 @@
+"""The reasoner: taxonomy, synthesis, diagnosis and the analyzer. Knows nothing of ComfyUI."""

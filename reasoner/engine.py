@@ -1,0 +1,82 @@
+"""The reasoner as a user-facing object: load, diagnose, score, offload.
+
+The nodes and the CLI both call these methods; neither knows how the analyzer works.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from .analyzer import (DegradationAnalyzer, decode, describe_image, load_analyzer,
+                       make_crops, residual_severity)
+from .diagnosis import Diagnosis
+from .images import as_rgb_batch
+
+DEFAULT_ANALYZER = Path(__file__).resolve().parent / "weights" / "analyzer.safetensors"
+
+
+class Reasoner:
+    """Analyzer-backed reasoner. ``kind`` tells the nodes which backend produced a diagnosis."""
+
+    kind = "analyzer"
+
+    def __init__(self, model: DegradationAnalyzer, device=None, dtype=torch.float32,
+                 name: str = "analyzer", keep_loaded: bool = True):
+        self.model = model.eval()
+        self.device = torch.device(device or "cpu")
+        self.dtype = dtype
+        self.name = name
+        self.keep_loaded = keep_loaded
+
+    def _crops(self, images: torch.Tensor) -> torch.Tensor:
+        cfg = self.model.config
+        return torch.stack([make_crops(img, cfg.crop, cfg.max_crops) for img in images])
+
+    def outputs(self, images: torch.Tensor) -> dict:
+        """Raw head outputs (differentiable when called with grad enabled)."""
+        self.model.to(self.device, self.dtype)
+        return self.model(self._crops(images).to(self.device, self.dtype))
+
+    @torch.no_grad()
+    def diagnose(self, images, progress: Optional[Callable[[int, int], None]] = None
+                 ) -> list[Diagnosis]:
+        images = as_rgb_batch(images)
+        result = []
+        for i, img in enumerate(images):
+            result += decode(self.outputs(img[None]), [describe_image(img)])
+            if progress:
+                progress(i + 1, len(images))
+        self._maybe_offload()
+        return result
+
+    @torch.no_grad()
+    def score(self, images) -> tuple[torch.Tensor, torch.Tensor]:
+        """Residual severity: ([B, T] per type, [B] overall), on the CPU."""
+        images = as_rgb_batch(images)
+        per, overall = [], []
+        for img in images:
+            p, o = residual_severity(self.outputs(img[None]))
+            per.append(p.float().cpu())
+            overall.append(o.float().cpu())
+        self._maybe_offload()
+        return torch.cat(per), torch.cat(overall)
+
+    def _maybe_offload(self):
+        if not self.keep_loaded:
+            self.offload()
+
+    def offload(self) -> None:
+        """Give the accelerator memory back (the model stays usable; it moves on next use)."""
+        self.model.to("cpu")
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def load_reasoner(path=None, device=None, dtype=torch.float32,
+                  keep_loaded: bool = True) -> Reasoner:
+    path = Path(path) if path else DEFAULT_ANALYZER
+    return Reasoner(load_analyzer(path), device=device, dtype=dtype, name=path.stem,
+                    keep_loaded=keep_loaded)

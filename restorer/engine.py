@@ -1,0 +1,112 @@
+"""The restorer as a user-facing object: load, restore (tiled, with progress), offload."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..reasoner.diagnosis import Diagnosis, Finding
+from ..reasoner.images import as_rgb_batch
+from ..reasoner.taxonomy import get_type
+from .network import PriorRestorer, load_restorer
+from .prior import encode_prior_batch
+from .tiling import tiled_apply
+
+DEFAULT_RESTORER = Path(__file__).resolve().parent / "weights" / "restorer.safetensors"
+MAX_UPSCALE = 4.0
+
+
+def upscaled_diagnosis(d: Diagnosis | None, factor: float) -> Diagnosis | None:
+    """After a bicubic x``factor`` the image looks ``factor`` times lower-resolution: tell the
+    network so, since that is exactly the low-resolution degradation it was trained on."""
+    if d is None or factor <= 1.0:
+        return d
+    spec = get_type("low_resolution").param("scale")
+    f = d.finding("low_resolution")
+    scale = spec.clip((f.params["scale"] if f else 1.0) * factor)
+    others = [x for x in d.findings if x.type != "low_resolution"]
+    finding = Finding.from_params("low_resolution", {"scale": scale},
+                                  f.confidence if f else 1.0, f.source if f else "user")
+    return Diagnosis.from_findings(others + [finding], presence=d.presence, scene=d.scene,
+                                   objects=d.objects, sources=d.sources, notes=d.notes,
+                                   observation=d.reasoning[0].text if d.reasoning else "")
+
+
+class Restorer:
+    kind = "prior_restorer"
+
+    def __init__(self, model: PriorRestorer, device=None, dtype=torch.float32,
+                 name: str = "restorer", keep_loaded: bool = True):
+        self.model = model.eval()
+        self.device = torch.device(device or "cpu")
+        self.dtype = dtype
+        self.name = name
+        self.keep_loaded = keep_loaded
+
+    @torch.no_grad()
+    def restore(self, images, diagnoses: Sequence[Diagnosis | None] | None = None,
+                reference=None, upscale: float = 1.0, strength: float = 1.0,
+                tile: int = 512, overlap: int = 32,
+                progress: Optional[Callable[[int, int], None]] = None,
+                check_interrupt: Optional[Callable[[], None]] = None) -> torch.Tensor:
+        """Restore ``images`` [B, 3, H, W] conditioned on one diagnosis per image (None =
+        blind). ``upscale`` > 1 enlarges by that factor first; ``strength`` < 1 blends the
+        result with the input. Large images run in overlapping tiles."""
+        images = as_rgb_batch(images)
+        b = images.shape[0]
+        diagnoses = list(diagnoses) if diagnoses is not None else [None] * b
+        if len(diagnoses) == 1 and b > 1:
+            diagnoses = diagnoses * b
+        if len(diagnoses) != b:
+            raise ValueError(f"diagnosis: {len(diagnoses)} diagnoses for a batch of {b} images")
+        if not 1.0 <= upscale <= MAX_UPSCALE:
+            raise ValueError(f"upscale: expected a factor in [1, {MAX_UPSCALE:g}], got {upscale}")
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength: expected a value in [0, 1], got {strength}")
+        if reference is not None:
+            reference = as_rgb_batch(reference, name="reference")
+        if upscale > 1.0:
+            h, w = images.shape[-2:]
+            size = (max(1, round(h * upscale)), max(1, round(w * upscale)))
+            images = F.interpolate(images, size=size, mode="bicubic",
+                                   align_corners=False).clamp(0, 1)
+            diagnoses = [upscaled_diagnosis(d, upscale) for d in diagnoses]
+        model = self.model.to(self.device, self.dtype)
+        uses_reference = model.ref_encoder is not None
+        outs = []
+        total = b
+        for i in range(b):
+            prior = encode_prior_batch([diagnoses[i]], self.device, self.dtype)
+            ref = None
+            if reference is not None and uses_reference:
+                ref = reference[min(i, reference.shape[0] - 1)][None]
+            def run(tile_img, prior=prior, ref=ref):
+                return model(tile_img.to(self.device, self.dtype), prior,
+                             reference=ref).float().cpu()
+            def tile_progress(done, n, i=i):
+                if progress:
+                    progress(i * n + done, total * n)
+            out = tiled_apply(run, images[i:i + 1], tile=tile, overlap=overlap,
+                              progress=tile_progress, check_interrupt=check_interrupt)
+            out = out.clamp(0, 1)
+            if strength < 1.0:
+                out = images[i:i + 1] * (1 - strength) + out * strength
+            outs.append(out)
+        if not self.keep_loaded:
+            self.offload()
+        return torch.cat(outs)
+
+    def offload(self) -> None:
+        self.model.to("cpu")
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def load_default_restorer(path=None, device=None, dtype=torch.float32,
+                          keep_loaded: bool = True) -> Restorer:
+    path = Path(path) if path else DEFAULT_RESTORER
+    return Restorer(load_restorer(path), device=device, dtype=dtype, name=path.stem,
+                    keep_loaded=keep_loaded)

@@ -1,0 +1,1 @@
+"""Developer tools (training-data preparation, training scripts); not loaded by ComfyUI."""

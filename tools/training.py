@@ -1,0 +1,100 @@
+"""What both trainers share: on-the-fly degraded/clean pairs, checkpoints, training records.
+
+Pairs are synthesised on the fly from the cached clean patches (``tools/data.py``), with a
+seed per sample drawn from one generator, so no pair is seen twice and a run is reproducible
+from its seed and step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..reasoner.synthesis import degrade, random_spec
+from . import data as data_mod
+
+CLEAN_FRACTION = 0.1  # some clean inputs, so "nothing to fix" is a learnt answer
+
+
+def augment(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    patch = np.rot90(patch, int(rng.integers(4)))
+    if rng.random() < 0.5:
+        patch = patch[:, ::-1]
+    return np.ascontiguousarray(patch)
+
+
+def sample_pair(patches: np.ndarray, rng: np.random.Generator, crop: int | None = None,
+                max_types: int = 3, clean_fraction: float = CLEAN_FRACTION):
+    """One (clean, degraded, ground-truth diagnosis) triple, float32 HWC in [0, 1]."""
+    patch = augment(patches[int(rng.integers(len(patches)))], rng)
+    if crop and crop < patch.shape[0]:
+        y, x = rng.integers(0, patch.shape[0] - crop + 1, size=2)
+        patch = patch[y:y + crop, x:x + crop]
+    clean = patch.astype(np.float32) / 255.0
+    spec = [] if rng.random() < clean_fraction else random_spec(rng, max_types=max_types)
+    degraded, truth = degrade(clean, spec, seed=int(rng.integers(2**31)))
+    return clean, degraded, truth
+
+
+def to_chw(batch: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(batch).transpose(0, 3, 1, 2).copy())
+
+
+def fixed_eval_set(patches: np.ndarray, n: int, seed: int, crop: int | None = None,
+                   max_types: int = 3):
+    rng = np.random.default_rng(seed)
+    return [sample_pair(patches, rng, crop, max_types) for _ in range(n)]
+
+
+def load_split(split: str, size: int = 256) -> np.ndarray:
+    return data_mod.load_patches(split, size=size)
+
+
+def manifest_sha() -> str:
+    manifest = json.loads((data_mod.default_cache() / "manifest.json").read_text())
+    return manifest.get("manifest_sha256", "")
+
+
+def save_checkpoint(path: Path, model, optim, sched, step: int, rng: np.random.Generator,
+                    extra: dict) -> None:
+    # A training checkpoint is ours and never shipped; still loaded with weights_only below.
+    torch.save({"model": model.state_dict(), "optim": optim.state_dict(),
+                "sched": sched.state_dict(), "step": step,
+                "rng": json.dumps(rng.bit_generator.state), "extra": json.dumps(extra)}, path)
+
+
+def load_checkpoint(path: Path, model, optim, sched) -> tuple[int, np.random.Generator, dict]:
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(ck["model"])
+    optim.load_state_dict(ck["optim"])
+    sched.load_state_dict(ck["sched"])
+    rng = np.random.default_rng()
+    rng.bit_generator.state = json.loads(ck["rng"])
+    return int(ck["step"]), rng, json.loads(ck["extra"])
+
+
+def cosine_lr(base: float, step: int, max_steps: int, elapsed: float, budget: float,
+              warmup: int = 100) -> float:
+    """Cosine decay over whichever budget runs out first, steps or wall-clock seconds, so a
+    time-boxed run on a busy CPU still ends at a low learning rate (and resumes continue the
+    same curve, since ``elapsed`` includes earlier sittings)."""
+    progress = min(1.0, max(step / max(1, max_steps), elapsed / max(1e-6, budget)))
+    warm = min(1.0, (step + 1) / warmup)
+    return max(base * warm * 0.5 * (1 + math.cos(math.pi * progress)), base * 0.02)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def write_record(path: Path, record: dict) -> None:
+    record = {"written": time.strftime("%Y-%m-%d %H:%M:%S"), **record}
+    path.write_text(json.dumps(record, indent=2) + "\n")

@@ -159,10 +159,11 @@ def _param_confidence(probs: torch.Tensor) -> torch.Tensor:
 
 def decode(outputs: dict, observations: list[str] | None = None,
            threshold: float = PRESENCE_THRESHOLD) -> list[Diagnosis]:
-    presence = outputs["presence"].sigmoid().float().cpu()
-    params = {t: {k: v.float().cpu() for k, v in d.items()}
+    presence = outputs["presence"].detach().sigmoid().float().cpu()
+    params = {t: {k: v.detach().float().cpu() for k, v in d.items()}
               for t, d in expected_params(outputs).items()}
-    pconf = [_param_confidence(lg.float().softmax(-1)).cpu() for lg in outputs["params"]]
+    pconf = [_param_confidence(lg.detach().float().softmax(-1)).cpu()
+             for lg in outputs["params"]]
     slots = param_slots()
     diagnoses = []
     for b in range(presence.shape[0]):

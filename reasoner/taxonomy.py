@@ -100,6 +100,16 @@ class DegradationType:
     def identity_params(self) -> dict[str, float]:
         return {p.key: p.identity for p in self.params}
 
+    def strongest_params(self) -> dict[str, float]:
+        """The worst level we synthesise: each sampled key at the end of its range farthest
+        from the identity (low quality for JPEG, low exposure for low light, ...)."""
+        params = self.identity_params()
+        for key, (lo, hi) in self.sample_ranges.items():
+            spec = self.param(key)
+            if not spec.circular and key != "angle":
+                params[key] = lo if abs(lo - spec.identity) > abs(hi - spec.identity) else hi
+        return params
+
     def severity(self, params: Mapping[str, float]):
         full = {**self.identity_params(), **params}
         return clamp01(self.severity_fn(full))

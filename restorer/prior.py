@@ -55,11 +55,7 @@ def params_for_severity(type_name: str, target: float) -> dict[str, float]:
     """Parameters along the line from 'no degradation' to the strongest synthesised level
     whose severity is ``target`` (bisection; severity is monotone along that line)."""
     t = get_type(type_name)
-    lo_p = t.identity_params()
-    hi_p = dict(lo_p)
-    for key, (_, hi) in t.sample_ranges.items():
-        if not t.param(key).circular and key != "angle":
-            hi_p[key] = hi
+    lo_p, hi_p = t.identity_params(), t.strongest_params()
     def at(a):
         return {k: lo_p[k] + a * (hi_p[k] - lo_p[k]) for k in lo_p}
     a, b = 0.0, 1.0

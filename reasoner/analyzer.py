@@ -38,6 +38,8 @@ class AnalyzerConfig:
     slots: tuple = ()
 
     def __post_init__(self):
+        if self.crop < 64:  # five stride-2 stages: smaller crops leave a 1x1 map (std = NaN)
+            raise ValueError(f"analyzer config: crop must be >= 64, got {self.crop}")
         if not self.slots:
             self.slots = tuple(f"{t}.{p.key}:{len(p.grid)}" for t, p in param_slots())
         self.slots = tuple(self.slots)
@@ -48,6 +50,15 @@ class AnalyzerConfig:
         if unknown:
             raise ValueError(f"analyzer config: unknown keys {sorted(unknown)}")
         return cls(**d)
+
+
+def high_pass(x: torch.Tensor) -> torch.Tensor:
+    """x minus its 3x3 binomial blur, per channel."""
+    k = torch.tensor([1.0, 2.0, 1.0], device=x.device, dtype=x.dtype)
+    k = (k[:, None] * k[None]) / 16.0
+    blurred = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"),
+                       k[None, None].expand(x.shape[1], 1, 3, 3), groups=x.shape[1])
+    return x - blurred
 
 
 class _Stage(nn.Module):
@@ -67,8 +78,11 @@ class DegradationAnalyzer(nn.Module):
         super().__init__()
         self.config = config = config or AnalyzerConfig()
         w = config.width
-        # Full-resolution stem: noise and JPEG blocking live in the first pixels' statistics.
-        self.stem = nn.Sequential(nn.Conv2d(3, w, 3, padding=1), nn.GELU(),
+        # Full-resolution stem over the image and its high-pass residual: noise, JPEG blocking
+        # and (missing) sharpness live there, but a randomly initialised conv sees mostly
+        # content; handing it the residual made the difference between learning noise
+        # presence in 20 steps and not at all in 60 (measured, sigma 25 vs clean).
+        self.stem = nn.Sequential(nn.Conv2d(6, w, 3, padding=1), nn.GELU(),
                                   nn.Conv2d(w, w, 3, padding=1), nn.GELU())
         chans = [w * 3 // 2, 2 * w, 3 * w, 4 * w, 4 * w]
         self.stages = nn.Sequential(*[_Stage(a, b) for a, b in zip([w] + chans[:-1], chans)])
@@ -85,10 +99,12 @@ class DegradationAnalyzer(nn.Module):
         if crops.dim() != 5 or crops.shape[2] != 3:
             raise ValueError(f"crops: expected [B, K, 3, H, W], got {list(crops.shape)}")
         b, k = crops.shape[:2]
-        x = crops.flatten(0, 1) * 2.0 - 1.0
-        s = self.stem(x)
+        x = crops.flatten(0, 1)
+        s = self.stem(torch.cat([x * 2.0 - 1.0, 8.0 * high_pass(x)], 1))
         h = self.stages(s)
-        stats = torch.cat([s.mean((2, 3)), s.std((2, 3)), h.mean((2, 3)), h.std((2, 3))], 1)
+        # Log-std: degradation strength spans orders of magnitude (sigma 3 vs 50).
+        stats = torch.cat([s.mean((2, 3)), (s.std((2, 3)) + 1e-3).log(), h.mean((2, 3)),
+                           (h.std((2, 3)) + 1e-3).log()], 1)
         z = self.trunk(stats.view(b, k, -1).mean(1))
         return {"presence": self.presence(z), "params": [head(z) for head in self.param_heads]}
 

@@ -86,6 +86,9 @@ def load_image_file(path) -> torch.Tensor:
 
 
 def save_image_file(x: torch.Tensor, path) -> None:
+    """Save a single image [1, 3, H, W] (callers save batches image by image)."""
     from PIL import Image
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ValueError(f"{path}: expected one image [1, 3, H, W], got {list(x.shape)}")
     arr = (x[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
     Image.fromarray(arr).save(path)

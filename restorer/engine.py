@@ -55,7 +55,7 @@ class Restorer:
         """Restore ``images`` [B, 3, H, W] conditioned on one diagnosis per image (None =
         blind). ``upscale`` > 1 enlarges by that factor first; ``strength`` < 1 blends the
         result with the input. Large images run in overlapping tiles."""
-        images = as_rgb_batch(images)
+        images = as_rgb_batch(images).cpu()  # tiles go to the device one at a time
         b = images.shape[0]
         diagnoses = list(diagnoses) if diagnoses is not None else [None] * b
         if len(diagnoses) == 1 and b > 1:
@@ -67,7 +67,7 @@ class Restorer:
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength: expected a value in [0, 1], got {strength}")
         if reference is not None:
-            reference = as_rgb_batch(reference, name="reference")
+            reference = as_rgb_batch(reference, name="reference").cpu()
         if upscale > 1.0:
             h, w = images.shape[-2:]
             size = (max(1, round(h * upscale)), max(1, round(w * upscale)))
@@ -75,21 +75,27 @@ class Restorer:
                                    align_corners=False).clamp(0, 1)
             diagnoses = [upscaled_diagnosis(d, upscale) for d in diagnoses]
         model = self.model.to(self.device, self.dtype)
-        uses_reference = model.ref_encoder is not None
+        uses_reference = reference is not None and model.ref_encoder is not None
+        h, w = images.shape[-2:]
         outs = []
-        total = b
         for i in range(b):
             prior = encode_prior_batch([diagnoses[i]], self.device, self.dtype)
-            ref = None
-            if reference is not None and uses_reference:
+            x = images[i:i + 1]
+            if uses_reference:
+                # Align the reference with the image once, then tile both together, so every
+                # tile sees the matching part of the reference.
                 ref = reference[min(i, reference.shape[0] - 1)][None]
-            def run(tile_img, prior=prior, ref=ref):
-                return model(tile_img.to(self.device, self.dtype), prior,
-                             reference=ref).float().cpu()
+                ref = F.interpolate(ref, size=(h, w), mode="bilinear", align_corners=False,
+                                    antialias=ref.shape[-2] > h).clamp(0, 1)
+                x = torch.cat([x, ref], 1)
+            def run(tile_in, prior=prior):
+                tile_in = tile_in.to(self.device, self.dtype)
+                ref_tile = tile_in[:, 3:] if tile_in.shape[1] == 6 else None
+                return model(tile_in[:, :3], prior, reference=ref_tile).float().cpu()
             def tile_progress(done, n, i=i):
                 if progress:
-                    progress(i * n + done, total * n)
-            out = tiled_apply(run, images[i:i + 1], tile=tile, overlap=overlap,
+                    progress(i * n + done, b * n)
+            out = tiled_apply(run, x, tile=tile, overlap=overlap,
                               progress=tile_progress, check_interrupt=check_interrupt)
             out = out.clamp(0, 1)
             if strength < 1.0:

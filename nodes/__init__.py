@@ -1,0 +1,27 @@
+"""ComfyUI node glue: one file per node family, mappings assembled here.
+
+* :mod:`.loaders` -- Load Reasoner, Load Restorer
+* :mod:`.diagnose` -- Diagnose Degradation, Severity Score
+* :mod:`.prior` -- Build Prior Prompt, Reference Synthesize
+* :mod:`.restore` -- Restore
+* :mod:`.degrade` -- Degrade Image
+* :mod:`.comfy` -- the only module touching ``comfy.*`` / ``folder_paths``
+* :mod:`.common` -- input checks, layout conversion, shared helpers (also used by the CLI)
+* :mod:`.types` -- the custom socket type names
+
+Importing this package does not import torch (node functions import it when they run).
+"""
+
+from .degrade import RRDegradeImage
+from .diagnose import RRDiagnoseDegradation, RRSeverityScore
+from .loaders import RRLoadReasoner, RRLoadRestorer
+from .prior import RRBuildPriorPrompt, RRReferenceSynthesize
+from .restore import RRRestore
+
+_NODES = (RRLoadReasoner, RRLoadRestorer, RRDiagnoseDegradation, RRBuildPriorPrompt,
+          RRReferenceSynthesize, RRRestore, RRSeverityScore, RRDegradeImage)
+
+NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in _NODES}
+NODE_DISPLAY_NAME_MAPPINGS = {cls.__name__: cls.DISPLAY_NAME for cls in _NODES}
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -5,6 +5,8 @@
 * :mod:`.prior` -- Build Prior Prompt, Reference Synthesize
 * :mod:`.restore` -- Restore
 * :mod:`.degrade` -- Degrade Image
+* :mod:`.backbones` -- Load Restorer Backbone, Closed-Loop Restore
+* :mod:`.vlm` -- Load VLM Reasoner
 * :mod:`.comfy` -- the only module touching ``comfy.*`` / ``folder_paths``
 * :mod:`.common` -- input checks, layout conversion, shared helpers (also used by the CLI)
 * :mod:`.types` -- the custom socket type names
@@ -12,14 +14,17 @@
 Importing this package does not import torch (node functions import it when they run).
 """
 
+from .backbones import RRClosedLoopRestore, RRLoadBackbone
 from .degrade import RRDegradeImage
 from .diagnose import RRDiagnoseDegradation, RRSeverityScore
 from .loaders import RRLoadReasoner, RRLoadRestorer
 from .prior import RRBuildPriorPrompt, RRReferenceSynthesize
 from .restore import RRRestore
+from .vlm import RRLoadVLMReasoner
 
 _NODES = (RRLoadReasoner, RRLoadRestorer, RRDiagnoseDegradation, RRBuildPriorPrompt,
-          RRReferenceSynthesize, RRRestore, RRSeverityScore, RRDegradeImage)
+          RRReferenceSynthesize, RRRestore, RRSeverityScore, RRDegradeImage, RRLoadBackbone,
+          RRClosedLoopRestore, RRLoadVLMReasoner)
 
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in _NODES}
 NODE_DISPLAY_NAME_MAPPINGS = {cls.__name__: cls.DISPLAY_NAME for cls in _NODES}

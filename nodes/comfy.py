@@ -241,3 +241,124 @@ def soft_empty_cache() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+# --- restorer backbones ("Load Restorer Backbone") ---------------------------------------
+# Weights files of any supported kind: pickles are read with torch.load(weights_only=True),
+# never executed (restorer/backbones/loading.py).
+BACKBONE_EXTENSIONS = (".safetensors", ".sft", ".pth", ".pt", ".ckpt", ".bin")
+# Dropdown entries are "<source>/<path inside that folder>".
+BACKBONE_SOURCES = ("upscale_models", "reason_restore")
+
+
+def upscale_model_folders() -> list[Path]:
+    """ComfyUI's ``upscale_models`` folders; outside ComfyUI ``$REASON_RESTORE_UPSCALE_MODELS``
+    or ``upscale_models`` beside the pack's model folder."""
+    fp = _folder_paths()
+    if fp is not None:
+        try:
+            folders = [Path(p) for p in fp.get_folder_paths("upscale_models")]
+            if folders:
+                return folders
+        except Exception:  # noqa: BLE001
+            pass
+        if getattr(fp, "models_dir", None):
+            return [Path(fp.models_dir) / "upscale_models"]
+    env = os.environ.get("REASON_RESTORE_UPSCALE_MODELS")
+    if env:
+        return [Path(env)]
+    return [_base_dir().parent / "upscale_models"]
+
+
+def _backbone_folders(source: str) -> list[Path]:
+    return upscale_model_folders() if source == "upscale_models" else model_folders("restorer")
+
+
+def list_backbone_models() -> list[str]:
+    """``"default (built-in)"`` then every weights file in ``upscale_models`` and the pack's
+    restorer folder, as ``"upscale_models/<file>"`` / ``"reason_restore/<file>"``."""
+    names: set[str] = set()
+    for source in BACKBONE_SOURCES:
+        for folder in _backbone_folders(source):
+            try:
+                if not folder.is_dir():
+                    continue
+                for p in folder.rglob("*"):
+                    if p.suffix.lower() in BACKBONE_EXTENSIONS and p.is_file():
+                        names.add(f"{source}/{p.relative_to(folder).as_posix()}")
+            except OSError as e:  # an unreadable folder must not break the node list
+                log.debug("reason_restore: cannot list %s: %s", folder, e)
+    return [DEFAULT_CHOICE] + sorted(names)
+
+
+def resolve_backbone_path(name, input_name: str = "model_name") -> Path | None:
+    """The file behind a "Load Restorer Backbone" entry (None for the built-in). Like
+    :func:`resolve_model_path`, never leaves the model folders."""
+    if name is None or name == "" or name == DEFAULT_CHOICE:
+        return None
+    if not isinstance(name, str):
+        raise TypeError(f"{input_name}: expected a file name, got {type(name).__name__}")
+    source, _, rel = name.replace("\\", "/").partition("/")
+    if source not in BACKBONE_SOURCES or not rel:
+        raise ValueError(f"{input_name}: {name!r} is not allowed; pick an entry of the list "
+                         f"(it starts with one of {list(BACKBONE_SOURCES)})")
+    parts = rel.split("/")
+    if ("\x00" in name or rel.startswith("/") or os.path.isabs(rel)
+            or (len(rel) > 1 and rel[1] == ":") or ".." in parts or "" in parts):
+        raise ValueError(f"{input_name}: {name!r} is not allowed; pick a file inside the "
+                         f"{source} model folder (no absolute paths or '..')")
+    if Path(rel).suffix.lower() not in BACKBONE_EXTENSIONS:
+        raise ValueError(f"{input_name}: {name!r} is not a model file; expected one of "
+                         f"{list(BACKBONE_EXTENSIONS)}")
+    folders = _backbone_folders(source)
+    for folder in folders:
+        try:
+            base = folder.resolve()
+        except OSError:
+            continue
+        candidate = folder / Path(*parts)
+        if not (candidate.is_file() or candidate.is_symlink()):
+            continue
+        target = candidate.resolve()
+        if target != base and base not in target.parents:
+            raise ValueError(f"{input_name}: {name!r} points outside the {source} model folder "
+                             f"({base}); copy the file there instead of linking it")
+        if target.is_file():
+            return target
+    where = ", ".join(str(f) for f in folders)
+    raise FileNotFoundError(f"{input_name}: {name!r} not found in {where}; put the file there "
+                            f"or choose {DEFAULT_CHOICE!r}")
+
+
+# --- VLM checkpoints ("Load VLM Reasoner") ------------------------------------------------
+# Whole checkpoint folders under ComfyUI's models/LLM (the folder other VLM packs use),
+# registered with folder_paths as "LLM" so extra_model_paths.yaml can add more.
+LLM_FOLDER_KEY = "LLM"
+
+
+def llm_folders() -> list[Path]:
+    """Folders searched for VLM checkpoint folders: ComfyUI's ``models/LLM`` plus any
+    ``LLM`` entries of extra_model_paths; outside ComfyUI ``$REASON_RESTORE_LLM`` or ``LLM``
+    beside the pack's model folder."""
+    fp = _folder_paths()
+    if fp is None:
+        env = os.environ.get("REASON_RESTORE_LLM")
+        return [Path(env) if env else _base_dir().parent / LLM_FOLDER_KEY]
+    folders = []
+    if getattr(fp, "models_dir", None):
+        main = Path(fp.models_dir) / LLM_FOLDER_KEY
+        folders.append(main)
+        try:
+            fp.add_model_folder_path(LLM_FOLDER_KEY, str(main))
+            main.mkdir(parents=True, exist_ok=True)
+        except Exception as e:  # noqa: BLE001 - a read-only models dir must not break start-up
+            log.debug("reason_restore: could not register %s: %s", main, e)
+    try:
+        folders += [Path(p) for p in fp.get_folder_paths(LLM_FOLDER_KEY)]
+    except Exception:  # noqa: BLE001
+        pass
+    unique = []
+    for f in folders:
+        if f not in unique:
+            unique.append(f)
+    return unique

@@ -77,9 +77,11 @@ class RRRestore:
     @node_errors(DISPLAY_NAME)
     def restore(self, restorer, image, upscale=1.0, strength=1.0, tile=512, overlap=32,
                 force_upscale=False, prior=None, diagnosis=None, reference=None):
+        from ..restorer.backbones import BackboneRestorer
         from ..restorer.engine import Restorer
         from ..restorer.prior import RestorationPrior
-        check_instance("restorer", restorer, Restorer, "RR_RESTORER (Load Restorer)")
+        check_instance("restorer", restorer, (Restorer, BackboneRestorer),
+                       "RR_RESTORER (Load Restorer)")
         check_number("upscale", upscale, 1.0, MAX_UPSCALE)
         check_number("strength", strength, 0.0, 1.0)
         check_number("tile", tile, MIN_TILE, MAX_TILE, integer=True)

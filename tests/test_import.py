@@ -34,7 +34,8 @@ def test_import_is_fast_and_torch_free():
     info = json.loads(out.stdout.strip().splitlines()[-1])
     assert info["torch"] is False, "importing the pack imported torch"
     assert info["elapsed"] < 1.0, f"import took {info['elapsed']:.2f} s"
-    assert info["nodes"] == 8
+    from reason_restore import NODE_CLASS_MAPPINGS  # every registered node came along
+    assert info["nodes"] == len(NODE_CLASS_MAPPINGS) >= 10
     assert info["all"] == ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
 
 

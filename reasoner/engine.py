@@ -24,8 +24,11 @@ class Reasoner:
     kind = "analyzer"
 
     def __init__(self, model: DegradationAnalyzer, device=None, dtype=torch.float32,
-                 name: str = "analyzer", keep_loaded: bool = True):
+                 name: str = "analyzer", keep_loaded: bool = True, semantics=None):
         self.model = model.eval()
+        # Optional offline ImageNet tagger (reasoner/vlm/semantics.py): without a VLM it is
+        # what keeps the default diagnosis from being blind to content.
+        self.semantics = semantics
         self.device = torch.device(device or "cpu")
         self.dtype = dtype
         self.name = name
@@ -46,7 +49,16 @@ class Reasoner:
         images = as_rgb_batch(images)
         result = []
         for i, img in enumerate(images):
-            result += decode(self.outputs(img[None]), [describe_image(img)])
+            sem = self.semantics.tag(img[None])[0] if self.semantics is not None else None
+            observation = describe_image(img)
+            if sem is not None and not sem.empty:
+                observation += f" It looks like {sem.scene}" + (
+                    f" ({', '.join(sem.objects[:3])})." if sem.objects else ".")
+            d = decode(self.outputs(img[None]), [observation])[0]
+            if sem is not None:
+                from .vlm.semantics import apply_semantics
+                apply_semantics(d, sem)
+            result.append(d)
             if progress:
                 progress(i + 1, len(images))
         self._maybe_offload()
@@ -71,12 +83,21 @@ class Reasoner:
     def offload(self) -> None:
         """Give the accelerator memory back (the model stays usable; it moves on next use)."""
         self.model.to("cpu")
+        if self.semantics is not None and getattr(self.semantics, "model", None) is not None:
+            self.semantics.model.to("cpu")
+            self.semantics.device = torch.device("cpu")
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
 
 def load_reasoner(path=None, device=None, dtype=torch.float32,
-                  keep_loaded: bool = True) -> Reasoner:
+                  keep_loaded: bool = True, semantics: bool = True) -> Reasoner:
+    """The analyzer, plus the offline ImageNet tagger for scene/objects when its optional
+    weights package is installed (``semantics=False`` skips it)."""
     path = Path(path) if path else DEFAULT_ANALYZER
+    tagger = None
+    if semantics:
+        from .vlm.semantics import load_semantic_tagger
+        tagger = load_semantic_tagger(device=device or "cpu")
     return Reasoner(load_analyzer(path), device=device, dtype=dtype, name=path.stem,
-                    keep_loaded=keep_loaded)
+                    keep_loaded=keep_loaded, semantics=tagger)

@@ -4,6 +4,7 @@
 * :mod:`.diagnose` -- Diagnose Degradation, Severity Score
 * :mod:`.prior` -- Build Prior Prompt, Reference Synthesize
 * :mod:`.restore` -- Restore
+* :mod:`.reference` -- Load Diffusion Reference Model
 * :mod:`.degrade` -- Degrade Image
 * :mod:`.backbones` -- Load Restorer Backbone, Closed-Loop Restore
 * :mod:`.vlm` -- Load VLM Reasoner
@@ -19,12 +20,13 @@ from .degrade import RRDegradeImage
 from .diagnose import RRDiagnoseDegradation, RRSeverityScore
 from .loaders import RRLoadReasoner, RRLoadRestorer
 from .prior import RRBuildPriorPrompt, RRReferenceSynthesize
+from .reference import RRLoadDiffusionReference
 from .restore import RRRestore
 from .vlm import RRLoadVLMReasoner
 
 _NODES = (RRLoadReasoner, RRLoadRestorer, RRDiagnoseDegradation, RRBuildPriorPrompt,
           RRReferenceSynthesize, RRRestore, RRSeverityScore, RRDegradeImage, RRLoadBackbone,
-          RRClosedLoopRestore, RRLoadVLMReasoner)
+          RRClosedLoopRestore, RRLoadVLMReasoner, RRLoadDiffusionReference)
 
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in _NODES}
 NODE_DISPLAY_NAME_MAPPINGS = {cls.__name__: cls.DISPLAY_NAME for cls in _NODES}

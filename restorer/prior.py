@@ -8,7 +8,8 @@
 * ``apply_overrides`` is user-guided restoration: a user can switch a type off, force one on,
   or set its severity or parameters; the result is tagged with source "user".
 * ``build_prompts`` phrases the diagnosis for diffusion samplers: positive/negative prompts
-  mentioning exactly the diagnosed types, and a denoise strength that grows with severity.
+  mentioning exactly the diagnosed types, and denoise/steps/cfg/seed from severity. It is a
+  thin wrapper: the policy lives in :mod:`.controller`.
 
 Pure Python apart from ``encode_prior_batch`` (torch, imported lazily).
 """
@@ -21,6 +22,7 @@ from typing import Sequence
 
 from ..reasoner.diagnosis import Diagnosis, Finding
 from ..reasoner.taxonomy import TAXONOMY, TYPE_NAMES, get_type
+from .controller import DEFAULT_SEED, PromptPlan, control, control_batch
 
 
 def prior_dim() -> int:
@@ -131,32 +133,13 @@ def apply_overrides(diagnosis: Diagnosis | None, overrides: str) -> Diagnosis:
 
 
 # --- prompts for diffusion samplers -----------------------------------------------------
+# The policy lives in :mod:`.controller`; these names stay here for existing callers.
 
-@dataclass
-class PromptPlan:
-    positive: str
-    negative: str
-    denoise: float
-    steps: int
-    cfg: float
-
-
-def build_prompts(diagnosis: Diagnosis, instruction: str = "") -> PromptPlan:
-    """Prompts name exactly the diagnosed types; denoise grows with overall severity
-    (light damage keeps the photo's content, heavy damage lets the sampler repaint more)."""
-    subject = diagnosis.scene or "a photograph"
-    if diagnosis.objects:
-        subject += " with " + ", ".join(diagnosis.objects[:5])
-    cleans = [get_type(f.type).clean_words for f in diagnosis.findings]
-    positive = ", ".join([subject, "high quality photo"] + cleans + ([instruction.strip()]
-                                                                    if instruction.strip() else []))
-    negatives = [get_type(f.type).artefact_words for f in diagnosis.findings]
-    negative = ", ".join(negatives + ["oversaturated", "cartoon", "distorted"])
-    s = float(diagnosis.overall_severity)
-    denoise = round(0.15 + 0.5 * s, 3)  # in [0.15, 0.65]: never repaint the whole photo
-    steps = int(round(20 + 20 * s))
-    cfg = round(4.0 + 3.0 * s, 2)
-    return PromptPlan(positive, negative, denoise, steps, cfg)
+def build_prompts(diagnosis: Diagnosis, instruction: str = "",
+                  seed: int = DEFAULT_SEED) -> PromptPlan:
+    """Prompts naming exactly the diagnosed types, and denoise/steps/cfg growing with the
+    overall severity (:func:`.controller.control`)."""
+    return control(diagnosis, instruction, "", seed)
 
 
 @dataclass
@@ -172,7 +155,7 @@ class RestorationPrior:
 
 
 def make_prior(diagnoses: Sequence[Diagnosis | None], instruction: str = "",
-               overrides: str = "") -> RestorationPrior:
+               overrides: str = "", seed: int = DEFAULT_SEED) -> RestorationPrior:
     guided = [apply_overrides(d, overrides) if overrides.strip() else d for d in diagnoses]
-    prompts = [build_prompts(d or Diagnosis.from_findings([]), instruction) for d in guided]
+    prompts = control_batch(guided, instruction, seed)
     return RestorationPrior(list(guided), instruction, prompts)

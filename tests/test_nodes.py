@@ -128,10 +128,11 @@ def test_spec_and_override_tooltips_list_the_taxonomy():
                 assert p.key in tip
 
 
-def test_reference_synthesize_says_it_is_not_diffusion_yet():
+def test_reference_synthesize_describes_its_diffusion_input_honestly():
     cls = NODE_CLASS_MAPPINGS["RRReferenceSynthesize"]
-    assert "later version" in cls.DESCRIPTION
-    assert "later version" in cls.INPUT_TYPES()["optional"]["reference"][1]["tooltip"]
+    assert "diffusion" in cls.INPUT_TYPES()["optional"]
+    # The built-in restorer has no trained reference-aware blocks: the node must say so.
+    assert "ignores the reference" in cls.DESCRIPTION
 
 
 # --- end to end ---------------------------------------------------------------------------
@@ -143,13 +144,14 @@ def test_pipeline_end_to_end(reasoner, restorer):
     assert "[plan]" in cot and cot.startswith("Diagnosis:")
     assert Diagnosis.from_json(js).to_dict() == diagnoses[0].to_dict()
 
-    prior, pos, neg, denoise, steps, cfg = run(
+    prior, pos, neg, denoise, steps, cfg, seed = run(
         "Build Prior Prompt", diagnosis=diagnoses, overrides="noise: severity=0.8; blur: off",
         instruction="warm tones")
     assert "warm tones" in pos and "noise" in neg
     assert prior.diagnoses[0].finding("noise").source == "user"
     assert prior.diagnoses[0].finding("blur") is None
     assert 0.15 <= denoise <= 0.65 and isinstance(steps, int) and isinstance(cfg, float)
+    assert seed == 0
 
     (ref,) = run("Reference Synthesize", prior=prior, image=image)
     assert ref is image

@@ -23,6 +23,18 @@ API_WORKFLOWS = sorted((ROOT / "workflows" / "api").glob("*.json"))
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 SEED_CONTROLS = {"fixed", "increment", "decrement", "randomize"}
+SAMPLER_NAMES = [
+    "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2",
+    "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral",
+    "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp",
+    "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu",
+    "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm", "ipndm_v", "deis",
+    "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
+    "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp",
+    "er_sde", "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece", "ddim", "uni_pc",
+    "uni_pc_bh2"]
+SCHEDULER_NAMES = ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta",
+                   "normal", "linear_quadratic", "kl_optimal"]
 
 # Core nodes used by the workflows, as ComfyUI's nodes.py declares them. "IMAGE_FILE" stands for
 # LoadImage's combo of files in input/ (which differs per install: any image file name).
@@ -42,7 +54,49 @@ CORE_NODES = {
         "outputs": (),
         "output_node": True,
     },
+    # The native sampler path (workflows/native_ksampler.json), from ComfyUI's nodes.py and
+    # comfy/samplers.py. "MODEL_FILE" stands for a combo of model files that differs per
+    # install (like IMAGE_FILE): any checkpoint file name.
+    "CheckpointLoaderSimple": {
+        "inputs": {"required": {"ckpt_name": ("MODEL_FILE", {})}},
+        "outputs": (("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")),
+    },
+    "CLIPTextEncode": {
+        "inputs": {"required": {"text": ("STRING", {"multiline": True,
+                                                    "dynamicPrompts": True}),
+                                "clip": ("CLIP", {})}},
+        "outputs": (("CONDITIONING", "CONDITIONING"),),
+    },
+    "VAEEncode": {
+        "inputs": {"required": {"pixels": ("IMAGE", {}), "vae": ("VAE", {})}},
+        "outputs": (("LATENT", "LATENT"),),
+    },
+    "VAEDecode": {
+        "inputs": {"required": {"samples": ("LATENT", {}), "vae": ("VAE", {})}},
+        "outputs": (("IMAGE", "IMAGE"),),
+    },
+    "KSampler": {
+        "inputs": {"required": {
+            "model": ("MODEL", {}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff,
+                             "control_after_generate": True}),
+            "steps": ("INT", {"default": 20, "min": 1, "max": 10000}),
+            "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1,
+                              "round": 0.01}),
+            "sampler_name": (SAMPLER_NAMES, {}),
+            "scheduler": (SCHEDULER_NAMES, {}),
+            "positive": ("CONDITIONING", {}),
+            "negative": ("CONDITIONING", {}),
+            "latent_image": ("LATENT", {}),
+            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+        }},
+        "outputs": (("LATENT", "LATENT"),),
+    },
 }
+# Inputs of the pack's nodes whose choices are the user's own model files (the shipped
+# workflows name a typical one; the list differs per install).
+MODEL_FILE_INPUTS = {("RRLoadDiffusionReference", "model_name")}
+MODEL_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
 
 
 class WorkflowError(AssertionError):
@@ -52,7 +106,12 @@ class WorkflowError(AssertionError):
 def node_spec(node_type: str) -> dict:
     if node_type in NODE_CLASS_MAPPINGS:
         cls = NODE_CLASS_MAPPINGS[node_type]
-        return {"inputs": cls.INPUT_TYPES(),
+        inputs = cls.INPUT_TYPES()
+        for section in inputs.values():
+            for name, entry in section.items():
+                if (node_type, name) in MODEL_FILE_INPUTS:
+                    section[name] = ("MODEL_FILE",) + tuple(entry[1:])
+        return {"inputs": inputs,
                 "outputs": tuple(zip(cls.RETURN_NAMES, cls.RETURN_TYPES)),
                 "output_node": getattr(cls, "OUTPUT_NODE", False)}
     if node_type in CORE_NODES:
@@ -71,7 +130,7 @@ def _inputs(spec: dict):
 def _is_widget(kind, opts) -> bool:
     if opts.get("forceInput"):
         return False
-    return isinstance(kind, list) or kind in WIDGET_TYPES or kind == "IMAGE_FILE"
+    return isinstance(kind, list) or kind in WIDGET_TYPES or kind in ("IMAGE_FILE", "MODEL_FILE")
 
 
 def _has_seed_control(name, kind, opts) -> bool:
@@ -89,6 +148,10 @@ def check_value(where: str, name: str, kind, opts: dict, value) -> None:
     elif kind == "IMAGE_FILE":
         if not isinstance(value, str) or not value.lower().endswith(IMAGE_SUFFIXES):
             fail("expected an image file name")
+    elif kind == "MODEL_FILE":
+        if not isinstance(value, str) or not (value.lower().endswith(MODEL_FILE_SUFFIXES)
+                                              or value.startswith("diffusers/")):
+            fail("expected a model file name")
     elif kind == "BOOLEAN":
         if not isinstance(value, bool):
             fail("expected true/false")
@@ -311,7 +374,8 @@ def test_ui_workflow_is_valid(path):
     wf = load(path)
     validate_ui(wf)
     types = {n["type"] for n in wf["nodes"]}
-    assert "RRRestore" in types and "RRSeverityScore" in types
+    # Every workflow restores (with the pack's restorer, or natively with KSampler) and scores.
+    assert ("RRRestore" in types or "KSampler" in types) and "RRSeverityScore" in types
     loads = [n for n in wf["nodes"] if n["type"] == "LoadImage"]
     assert loads and all(n["widgets_values"][0] == "example.png" for n in loads)
     for n in wf["nodes"]:

@@ -1,0 +1,263 @@
+"""Fine-tune the restorer's reference-aware blocks from the shipped restorer (resumable sketch).
+
+    python -m reason_restore.tools.data                 # once: clean photos + patches
+    python -m reason_restore.tools.train_reference --minutes 120
+
+NOT RUN YET for the shipped weights (no compute for it so far): the shipped restorer has no
+reference-aware blocks, so Restore ignores a reference until this has been run and its
+result shipped. See docs/diffusion.md for what the run needs and how to judge it.
+
+What it does
+------------
+* Builds a :class:`PriorRestorer` with ``use_reference=True`` and copies every weight of the
+  shipped restorer into it (``--init``). The new reference encoder and fusion blocks start as
+  the identity (their gates are zero), so step 0 reproduces the shipped restorer exactly.
+* Trains on (degraded, clean, reference) triples synthesised on the fly, where the reference
+  is, per sample:
+
+  - a **good reference** (``--p-good``): the ground truth degraded the way a diffusion
+    img2img pass degrades it -- slightly blurred, colour-shifted, misaligned by a few pixels,
+    with faint noise (:func:`good_reference`). The blocks must learn to take detail from it;
+  - a **poor reference** (``--p-poor``): an unrelated photo (:func:`poor_reference`). The
+    blocks must learn to ignore it (the "does not hurt" half of the acceptance);
+  - and with probability ``--p-none`` a whole batch runs without a reference, so the
+    no-reference path stays as good as the shipped one.
+
+* By default only the reference blocks train (``ref_encoder``, ``ref_fusions``); with
+  ``--unfreeze`` the rest fine-tunes too at ``--base-lr``.
+* Loss: :func:`.train_restorer.restoration_loss` (L1 + FFT-amplitude L1, severity-weighted).
+* Evaluation (fixed held-out set): PSNR without a reference, with a good one, with a poor
+  one; written to the training record next to the weights.
+
+Writes ``<out>/restorer_reference.safetensors`` (+ ``.json`` record, + a resumable
+``restorer_reference.ckpt``). ``--patches FILE.npy`` replaces the photo cache (uint8
+``[N, S, S, 3]``), which is how the test runs two steps on tiny data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..restorer.network import PriorRestorer, RestorerConfig, load_restorer, save_restorer
+from ..restorer.prior import encode_prior_batch
+from . import training as T
+from .train_restorer import perturb, psnr, restoration_loss
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "restorer" / "weights"
+OUT_NAME = "restorer_reference"
+
+
+# --- references -------------------------------------------------------------------------------
+
+def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Per-sample Gaussian blur (``sigma`` [B]), separable, reflect-padded."""
+    radius = 4
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t[None] / sigma.clamp(min=1e-3)[:, None]) ** 2)
+    k = k / k.sum(1, keepdim=True)  # [B, K]
+    b, c, h, w = x.shape
+    y = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    y = y.reshape(1, b * c, h + 2 * radius, w + 2 * radius)
+    kh = k.repeat_interleave(c, 0)[:, None, None, :]  # [B*C, 1, 1, K]
+    y = F.conv2d(y, kh, groups=b * c)
+    y = F.conv2d(y, kh.transpose(-1, -2), groups=b * c)
+    return y.reshape(b, c, h, w)
+
+
+def good_reference(clean: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """What a decent diffusion reference looks like next to the truth: blurred (sigma
+    0.3-1.5 px), colour-shifted (gain +-8 %, offset +-0.04 per channel), misaligned (up to
+    3 px) and faintly noisy (std 0.01)."""
+    b = clean.shape[0]
+    dev, dt = clean.device, clean.dtype
+    sigma = torch.tensor(rng.uniform(0.3, 1.5, b), dtype=dt, device=dev)
+    x = _gaussian_blur(clean, sigma)
+    gain = torch.tensor(rng.uniform(0.92, 1.08, (b, 3, 1, 1)), dtype=dt, device=dev)
+    offset = torch.tensor(rng.uniform(-0.04, 0.04, (b, 3, 1, 1)), dtype=dt, device=dev)
+    x = x * gain + offset
+    shifted = []
+    for i in range(b):
+        dy, dx = (int(v) for v in rng.integers(-3, 4, size=2))
+        p = F.pad(x[i:i + 1], (3, 3, 3, 3), mode="replicate")
+        h, w = x.shape[-2:]
+        shifted.append(p[..., 3 + dy:3 + dy + h, 3 + dx:3 + dx + w])
+    x = torch.cat(shifted)
+    noise = torch.from_numpy(rng.normal(0, 0.01, x.shape).astype(np.float32)).to(dev, dt)
+    return (x + noise).clamp(0, 1)
+
+
+def poor_reference(patches: np.ndarray, rng: np.random.Generator, like: torch.Tensor):
+    """Unrelated photos (random patches) of ``like``'s size: a reference that must be ignored."""
+    b, _, h, w = like.shape
+    out = []
+    for _ in range(b):
+        p = T.augment(patches[int(rng.integers(len(patches)))], rng)
+        y, x = (int(rng.integers(0, max(1, s - t + 1))) for s, t in zip(p.shape[:2], (h, w)))
+        crop = p[y:y + h, x:x + w].astype(np.float32) / 255.0
+        out.append(torch.from_numpy(crop).permute(2, 0, 1))
+    ref = torch.stack(out).to(like.device, like.dtype)
+    if ref.shape[-2:] != like.shape[-2:]:
+        ref = F.interpolate(ref, size=(h, w), mode="bilinear", align_corners=False)
+    return ref
+
+
+def mixed_references(clean, patches, rng, p_good: float, p_poor: float):
+    """Per sample: a good reference with probability p_good / (p_good + p_poor), else poor."""
+    good = good_reference(clean, rng)
+    poor = poor_reference(patches, rng, clean)
+    pick = torch.from_numpy(rng.random(clean.shape[0]) < p_good / max(1e-9, p_good + p_poor))
+    return torch.where(pick.to(clean.device)[:, None, None, None], good, poor)
+
+
+# --- model ------------------------------------------------------------------------------------
+
+def reference_model_from(init: Path) -> PriorRestorer:
+    """A reference-aware copy of the restorer at ``init`` (identical outputs at step 0)."""
+    base = load_restorer(init)
+    config = RestorerConfig.from_dict({**base.config.to_dict(), "use_reference": True})
+    model = PriorRestorer(config)
+    missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
+    if unexpected or any(not k.startswith(("ref_encoder.", "ref_fusions.")) for k in missing):
+        raise ValueError(f"{init}: weights do not fit a reference-aware restorer "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model
+
+
+def reference_parameters(model: PriorRestorer):
+    return [p for n, p in model.named_parameters()
+            if n.startswith(("ref_encoder.", "ref_fusions."))]
+
+
+@torch.no_grad()
+def evaluate(model, eval_set, patches, device, seed: int = 1234) -> dict:
+    model.eval()
+    rng = np.random.default_rng(seed)
+    res = {"no_reference": [], "good_reference": [], "poor_reference": []}
+    for i in range(0, len(eval_set), 8):
+        chunk = eval_set[i:i + 8]
+        clean = T.to_chw([c for c, _, _ in chunk]).to(device)
+        deg = T.to_chw([d for _, d, _ in chunk]).to(device)
+        prior = encode_prior_batch([t for _, _, t in chunk], device)
+        res["no_reference"] += psnr(model(deg, prior), clean).tolist()
+        res["good_reference"] += psnr(model(deg, prior, reference=good_reference(clean, rng)),
+                                      clean).tolist()
+        res["poor_reference"] += psnr(model(deg, prior, reference=poor_reference(
+            patches, rng, clean)), clean).tolist()
+    model.train()
+    return {k + "_psnr": round(float(np.mean(v)), 3) for k, v in res.items()} | {
+        "n_images": len(eval_set)}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=120.0, help="wall-clock budget")
+    ap.add_argument("--steps", type=int, default=100000)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--crop", type=int, default=96)
+    ap.add_argument("--lr", type=float, default=5e-4, help="reference blocks")
+    ap.add_argument("--base-lr", type=float, default=5e-5, help="the rest, with --unfreeze")
+    ap.add_argument("--unfreeze", action="store_true")
+    ap.add_argument("--p-good", type=float, default=0.5)
+    ap.add_argument("--p-poor", type=float, default=0.3)
+    ap.add_argument("--p-none", type=float, default=0.2)
+    ap.add_argument("--init", type=Path, default=WEIGHTS / "restorer.safetensors",
+                    help="the restorer to start from (the shipped one by default)")
+    ap.add_argument("--patches", type=Path, default=None,
+                    help="uint8 [N, S, S, 3] .npy used for both train and eval (tests)")
+    ap.add_argument("--eval-images", type=int, default=64)
+    ap.add_argument("--eval-every", type=int, default=500)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=WEIGHTS)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.init.is_file():
+        raise SystemExit(f"--init {args.init}: no restorer weights to start from; train the "
+                         f"restorer first (tools/train_restorer.py) or pass --init")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.patches is not None:
+        train = val = np.load(args.patches)
+    else:
+        train, val = T.load_split("train"), T.load_split("val")
+    model = reference_model_from(args.init).to(device).train()
+    ref_params = reference_parameters(model)
+    groups = [{"params": ref_params, "lr": args.lr}]
+    if args.unfreeze:
+        ref_ids = {id(p) for p in ref_params}
+        groups.append({"params": [p for p in model.parameters() if id(p) not in ref_ids],
+                       "lr": args.base_lr})
+    else:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in ref_params:
+            p.requires_grad_(True)
+    base_lrs = [g["lr"] for g in groups]
+    optim = torch.optim.AdamW(groups, weight_decay=1e-4, betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: 1.0)
+    args.out.mkdir(parents=True, exist_ok=True)
+    ckpt = args.out / f"{OUT_NAME}.ckpt"
+    step, rng, extra = 0, np.random.default_rng(args.seed), {"elapsed": 0.0, "losses": []}
+    if args.resume and ckpt.exists():
+        step, rng, extra = T.load_checkpoint(ckpt, model, optim, sched)
+        print(f"resumed at step {step}")
+    crop = min(args.crop, train.shape[1])
+    eval_set = T.fixed_eval_set(val, args.eval_images, seed=4321, crop=min(128, val.shape[1]))
+    first_eval = evaluate(model, eval_set, val, device)
+    print(f"step {step}: {first_eval}")
+    start, elapsed0 = time.time(), extra["elapsed"]
+    budget = args.minutes * 60
+    running = []
+    while step < args.steps and elapsed0 + time.time() - start < budget:
+        for g, base in zip(optim.param_groups, base_lrs):
+            g["lr"] = T.cosine_lr(base, step, args.steps, elapsed0 + time.time() - start, budget)
+        samples = [T.sample_pair(train, rng, crop=crop) for _ in range(args.batch)]
+        clean = T.to_chw([c for c, _, _ in samples]).to(device)
+        deg = T.to_chw([d for _, d, _ in samples]).to(device)
+        prior = encode_prior_batch([perturb(tr, rng) for _, _, tr in samples], device)
+        severity = torch.tensor([tr.overall_severity for _, _, tr in samples], device=device)
+        reference = None
+        if rng.random() >= args.p_none:
+            reference = mixed_references(clean, train, rng, args.p_good, args.p_poor)
+        out = model(deg, prior, reference=reference)
+        loss = restoration_loss(out, clean, severity)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+        optim.step()
+        step += 1
+        running.append(float(loss.detach()))
+        if step % 50 == 0:
+            extra["losses"].append([step, float(np.mean(running))])
+            print(f"step {step} loss {np.mean(running):.4f}")
+            running = []
+        if step % args.eval_every == 0:
+            extra["elapsed"] = elapsed0 + time.time() - start
+            T.save_checkpoint(ckpt, model, optim, sched, step, rng, extra)
+    extra["elapsed"] = elapsed0 + time.time() - start
+    T.save_checkpoint(ckpt, model, optim, sched, step, rng, extra)
+    final = evaluate(model, eval_set, val, device)
+    print(f"step {step}: {final}")
+    record = {"steps": step, "elapsed_s": round(extra["elapsed"], 1), "init": str(args.init),
+              "device": T.device_name(device), "unfreeze": args.unfreeze,
+              "p_good": args.p_good, "p_poor": args.p_poor, "p_none": args.p_none,
+              "eval_before": first_eval, "eval_after": final,
+              "losses": extra["losses"][-20:]}
+    save_restorer(model.eval().cpu(), args.out / f"{OUT_NAME}.safetensors",
+                  metadata={"training": record})
+    T.write_record(args.out / f"{OUT_NAME}.json", record)
+    if not all(math.isfinite(v) for v in (final["no_reference_psnr"],)):
+        raise SystemExit("training diverged (non-finite PSNR)")
+    return record
+
+
+if __name__ == "__main__":
+    main()

@@ -24,7 +24,8 @@ class RRRestore:
     DISPLAY_NAME = "Restore"
     DESCRIPTION = ("Restores the image(s) with one network for every degradation type, "
                    "conditioned on the diagnosis (through a prior from Build Prior Prompt, or a "
-                   "diagnosis directly). With neither it restores blind. Large images run in "
+                   "diagnosis directly). With neither it restores blind, which the shipped "
+                   "weights do poorly (see the README): wire a diagnosis. Large images run in "
                    "overlapping tiles; the progress bar and Cancel work per tile.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE",)
@@ -67,7 +68,8 @@ class RRRestore:
                                "overrides). Takes precedence over diagnosis."}),
                 "diagnosis": (RR_DIAGNOSIS, {
                     "tooltip": "Diagnosis from Diagnose Degradation, used when no prior is "
-                               "connected. With neither: blind restoration."}),
+                               "connected. With neither: blind restoration (much weaker: the "
+                               "shipped restorer was trained mostly with a diagnosis)."}),
                 "reference": ("IMAGE", {
                     "tooltip": "Optional reference image (e.g. from Reference Synthesize); "
                                "used only by restorers trained with references."}),

@@ -136,3 +136,19 @@ def test_cosine_lr_follows_whichever_budget_ends_first():
     assert T.cosine_lr(1.0, 50, 100, 0.0, 1e9, warmup=1) == pytest.approx(0.5)
     assert T.cosine_lr(1.0, 1, 100, 5.0, 10.0, warmup=1) == pytest.approx(0.5, abs=0.01)
     assert T.cosine_lr(1.0, 100, 100, 0.0, 10.0) == pytest.approx(0.02)  # floor
+
+
+def test_severity_reward_is_differentiable_into_the_restorer(patches):
+    from reason_restore.tools.train_restorer import severity_reward
+    torch.manual_seed(0)
+    critic = DegradationAnalyzer(AnalyzerConfig(width=8, crop=64)).eval()
+    critic.requires_grad_(False)
+    model = PriorRestorer(RestorerConfig(width=8, prior_dim=prior_dim(), enc_blocks=(1, 1),
+                                         dec_blocks=(1, 1), middle_blocks=1))
+    batch = _fixed_batch(patches, 2)
+    deg = T.to_chw([d for _, d, _ in batch])
+    reward = severity_reward(critic, model(deg, encode_prior_batch([t for _, _, t in batch])))
+    assert reward.shape == (2,) and ((reward >= 0) & (reward <= 1)).all()
+    reward.mean().backward()
+    assert model.ending.weight.grad is not None and model.ending.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in critic.parameters())  # the critic stays frozen

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..reasoner.analyzer import load_analyzer, make_crops, residual_severity
 from ..reasoner.diagnosis import Diagnosis, Finding
 from ..reasoner.taxonomy import get_type
 from ..restorer.network import PriorRestorer, RestorerConfig, save_restorer
@@ -52,6 +53,16 @@ def restoration_loss(out, clean, severity) -> torch.Tensor:
     more, as in the three-tier quality-aware seed."""
     per = (out - clean).abs().mean((1, 2, 3)) + 0.1 * frequency_l1(out, clean)
     return (per * (1.0 + severity)).mean()
+
+
+def severity_reward(analyzer, out: torch.Tensor) -> torch.Tensor:
+    """The seeds' central idea: the frozen analyzer scores the restorer's output, and its
+    residual overall severity (differentiable: presence probability x severity of the expected
+    parameters) is a loss, so the restorer learns to leave nothing the reasoner can still see.
+    Returns [B]."""
+    cfg = analyzer.config
+    crops = torch.stack([make_crops(o, cfg.crop, 1) for o in out.clamp(0, 1)])
+    return residual_severity(analyzer(crops))[1]
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -89,6 +100,13 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=WEIGHTS)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from these restorer weights (e.g. the shipped ones) instead of "
+                         "random; the reward stage starts from the stage-1 model")
+    ap.add_argument("--reward", type=float, default=0.0,
+                    help="weight of the severity reward (stage 2); 0 = stage 1, plain losses")
+    ap.add_argument("--analyzer", type=Path, default=None,
+                    help="frozen analyzer for the reward (default: the shipped one)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -96,6 +114,15 @@ def main(argv=None):
     train, val = T.load_split("train"), T.load_split("val")
     config = RestorerConfig(width=args.width, prior_dim=prior_dim())
     model = PriorRestorer(config).to(device)
+    if args.init:
+        from ..restorer.network import load_restorer
+        model = load_restorer(args.init).train().to(device)
+        config = model.config
+    critic = None
+    if args.reward > 0:
+        from ..reasoner.engine import DEFAULT_ANALYZER
+        critic = load_analyzer(args.analyzer or DEFAULT_ANALYZER).to(device).eval()
+        critic.requires_grad_(False)
     optim = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4,
                               betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: 1.0)
@@ -118,7 +145,10 @@ def main(argv=None):
         deg = T.to_chw([d for _, d, _ in samples]).to(device)
         prior = encode_prior_batch([perturb(tr, rng) for _, _, tr in samples], device)
         severity = torch.tensor([tr.overall_severity for _, _, tr in samples], device=device)
-        loss = restoration_loss(model(deg, prior), clean, severity)
+        out = model(deg, prior)
+        loss = restoration_loss(out, clean, severity)
+        if critic is not None:
+            loss = loss + args.reward * severity_reward(critic, out).mean()
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
@@ -145,7 +175,10 @@ def main(argv=None):
                  "held_out": "mate", "manifest_sha256": T.manifest_sha(),
                  "pairs": f"on-the-fly synthesis, {args.crop}px crops, 1-3 degradations, "
                           f"10% clean; diagnosis jittered, dropped {DROP_DIAGNOSIS:.0%}"},
-        "loss": "L1 + 0.1 FFT-amplitude L1, weighted by 1 + severity",
+        "loss": "L1 + 0.1 FFT-amplitude L1, weighted by 1 + severity"
+                + (f" + {args.reward} x analyzer residual severity (reward stage)"
+                   if args.reward > 0 else ""),
+        "init": str(args.init) if args.init else None,
         "steps": step, "batch": args.batch, "wall_time_s": round(extra["elapsed"], 1),
         "device": T.device_name(device), "seed": args.seed,
         "loss_curve": extra["losses"], "held_out_scores": scores,

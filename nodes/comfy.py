@@ -138,6 +138,38 @@ def list_models(kind: str) -> list[str]:
     return [DEFAULT_CHOICE] + sorted(names)
 
 
+def safe_parts(rel: str, name: str, input_name: str, folder_label: str) -> list[str]:
+    """Split a dropdown entry into path parts, refusing anything that could leave a model
+    folder: absolute paths, drive letters, ``..``, empty parts and NUL bytes."""
+    parts = rel.replace("\\", "/").split("/")
+    if ("\x00" in name or rel.startswith(("/", "\\")) or os.path.isabs(rel)
+            or (len(rel) > 1 and rel[1] == ":") or ".." in parts or "" in parts):
+        raise ValueError(f"{input_name}: {name!r} is not allowed; pick a file inside the "
+                         f"{folder_label} model folder (no absolute paths or '..')")
+    return parts
+
+
+def find_inside(folders, parts: list[str], name: str, input_name: str, folder_label: str,
+                accept: Callable[[Path], bool] = Path.is_file) -> Path | None:
+    """The first ``folder/parts`` that exists and is accepted, resolved. A symlink whose
+    target leaves its folder is an error, not a skip: the user should know why."""
+    for folder in folders:
+        try:
+            base = folder.resolve()
+        except OSError:
+            continue
+        candidate = folder / Path(*parts)
+        if not (candidate.exists() or candidate.is_symlink()):
+            continue
+        target = candidate.resolve()
+        if target != base and base not in target.parents:
+            raise ValueError(f"{input_name}: {name!r} points outside the {folder_label} model "
+                             f"folder ({base}); copy the file there instead of linking it")
+        if accept(target):
+            return target
+    return None
+
+
 def resolve_model_path(kind: str, name, input_name: str = "model_name") -> Path | None:
     """The file behind a dropdown entry, or None for ``"default (built-in)"``.
 
@@ -148,26 +180,10 @@ def resolve_model_path(kind: str, name, input_name: str = "model_name") -> Path 
         return None
     if not isinstance(name, str):
         raise TypeError(f"{input_name}: expected a file name, got {type(name).__name__}")
-    parts = name.replace("\\", "/").split("/")
-    if ("\x00" in name or name.startswith(("/", "\\")) or os.path.isabs(name)
-            or (len(name) > 1 and name[1] == ":") or ".." in parts):
-        raise ValueError(f"{input_name}: {name!r} is not allowed; pick a file inside the "
-                         f"{kind} model folder (no absolute paths or '..')")
+    parts = safe_parts(name, name, input_name, kind)
     folders = model_folders(kind)
-    for folder in folders:
-        try:
-            base = folder.resolve()
-        except OSError:
-            continue
-        candidate = folder / Path(*parts)
-        if not (candidate.is_file() or candidate.is_symlink()):
-            continue
-        target = candidate.resolve()
-        if target != base and base not in target.parents:
-            raise ValueError(f"{input_name}: {name!r} points outside the {kind} model folder "
-                             f"({base}); copy the file there instead of linking it")
-        if not target.is_file():
-            continue
+    target = find_inside(folders, parts, name, input_name, kind)
+    if target is not None:
         return target
     where = ", ".join(str(f) for f in folders)
     raise FileNotFoundError(f"{input_name}: {name!r} not found in the {kind} model folder(s) "
@@ -302,29 +318,14 @@ def resolve_backbone_path(name, input_name: str = "model_name") -> Path | None:
     if source not in BACKBONE_SOURCES or not rel:
         raise ValueError(f"{input_name}: {name!r} is not allowed; pick an entry of the list "
                          f"(it starts with one of {list(BACKBONE_SOURCES)})")
-    parts = rel.split("/")
-    if ("\x00" in name or rel.startswith("/") or os.path.isabs(rel)
-            or (len(rel) > 1 and rel[1] == ":") or ".." in parts or "" in parts):
-        raise ValueError(f"{input_name}: {name!r} is not allowed; pick a file inside the "
-                         f"{source} model folder (no absolute paths or '..')")
+    parts = safe_parts(rel, name, input_name, source)
     if Path(rel).suffix.lower() not in BACKBONE_EXTENSIONS:
         raise ValueError(f"{input_name}: {name!r} is not a model file; expected one of "
                          f"{list(BACKBONE_EXTENSIONS)}")
     folders = _backbone_folders(source)
-    for folder in folders:
-        try:
-            base = folder.resolve()
-        except OSError:
-            continue
-        candidate = folder / Path(*parts)
-        if not (candidate.is_file() or candidate.is_symlink()):
-            continue
-        target = candidate.resolve()
-        if target != base and base not in target.parents:
-            raise ValueError(f"{input_name}: {name!r} points outside the {source} model folder "
-                             f"({base}); copy the file there instead of linking it")
-        if target.is_file():
-            return target
+    target = find_inside(folders, parts, name, input_name, source)
+    if target is not None:
+        return target
     where = ", ".join(str(f) for f in folders)
     raise FileNotFoundError(f"{input_name}: {name!r} not found in {where}; put the file there "
                             f"or choose {DEFAULT_CHOICE!r}")

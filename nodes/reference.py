@@ -115,31 +115,18 @@ def resolve(name, input_name: str = "model_name") -> Path:
     if source not in SOURCES or not rel:
         raise ValueError(f"{input_name}: {name!r} is not allowed; pick an entry of the list "
                          f"(it starts with one of {list(SOURCES)})")
-    parts = rel.split("/")
-    if ("\x00" in name or rel.startswith("/") or os.path.isabs(rel)
-            or (len(rel) > 1 and rel[1] == ":") or ".." in parts or "" in parts):
-        raise ValueError(f"{input_name}: {name!r} is not allowed; pick an entry inside the "
-                         f"{source} model folder (no absolute paths or '..')")
+    parts = comfy.safe_parts(rel, name, input_name, source)
     folders = source_folders(source)
-    for folder in folders:
-        try:
-            base = folder.resolve()
-        except OSError:
-            continue
-        candidate = folder / Path(*parts)
-        if not (candidate.exists() or candidate.is_symlink()):
-            continue
-        target = candidate.resolve()
-        if target != base and base not in target.parents:
-            raise ValueError(f"{input_name}: {name!r} points outside the {source} model folder "
-                             f"({base}); copy it there instead of linking it")
-        if source == "checkpoints" and target.is_file():
-            if target.suffix.lower() not in CHECKPOINT_EXTENSIONS:
-                raise ValueError(f"{input_name}: {name!r} is not a checkpoint file "
-                                 f"({', '.join(CHECKPOINT_EXTENSIONS)})")
-            return target
-        if source == "diffusers" and (target / "model_index.json").is_file():
-            return target
+    if source == "diffusers":
+        target = comfy.find_inside(folders, parts, name, input_name, source,
+                                   accept=lambda t: (t / "model_index.json").is_file())
+    else:
+        target = comfy.find_inside(folders, parts, name, input_name, source)
+        if target is not None and target.suffix.lower() not in CHECKPOINT_EXTENSIONS:
+            raise ValueError(f"{input_name}: {name!r} is not a checkpoint file "
+                             f"({', '.join(CHECKPOINT_EXTENSIONS)})")
+    if target is not None:
+        return target
     where = ", ".join(str(f) for f in folders)
     raise FileNotFoundError(f"{input_name}: {name!r} not found in {where}")
 

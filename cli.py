@@ -165,17 +165,24 @@ def _severity_line(before_per, before_all, after_per, after_all) -> str:
 
 # --- commands ---------------------------------------------------------------------------
 
+def report_inputs(inputs):
+    """collect_inputs, with a one-line error for each unusable input (and for none at all)."""
+    files, problems = collect_inputs(inputs)
+    for p in problems:
+        print(f"error: {p}", file=sys.stderr)
+    if not files:
+        print("error: no input images", file=sys.stderr)
+    return files, problems
+
+
 def cmd_restore(args) -> int:
     import torch
 
     from .nodes.common import guided_prior, upscale_factor
     from .reasoner.images import load_image_file, save_image_file
 
-    files, problems = collect_inputs(args.inputs)
-    for p in problems:
-        print(f"error: {p}", file=sys.stderr)
+    files, problems = report_inputs(args.inputs)
     if not files:
-        print("error: no input images", file=sys.stderr)
         return EXIT_FAILED
     if not 1.0 <= args.upscale <= 4.0:
         raise CliError(f"--upscale: expected a factor in [1, 4], got {args.upscale}")
@@ -248,11 +255,8 @@ def cmd_diagnose(args) -> int:
 
     from .reasoner.images import load_image_file
 
-    files, problems = collect_inputs(args.inputs)
-    for p in problems:
-        print(f"error: {p}", file=sys.stderr)
+    files, problems = report_inputs(args.inputs)
     if not files:
-        print("error: no input images", file=sys.stderr)
         return EXIT_FAILED
     reasoner = _load_reasoner(args.analyzer, _device(args.device))
     failed = len(problems)

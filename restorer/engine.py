@@ -35,6 +35,24 @@ def upscaled_diagnosis(d: Diagnosis | None, factor: float) -> Diagnosis | None:
                                    observation=d.reasoning[0].text if d.reasoning else "")
 
 
+def check_restore_inputs(images, diagnoses, upscale: float, strength: float):
+    """What every restorer (built-in or backbone) checks first: a CPU [B, 3, H, W] batch (tiles
+    go to the device one at a time), one diagnosis per image (one is broadcast), and the
+    upscale/strength ranges. Errors name the input."""
+    images = as_rgb_batch(images).cpu()
+    b = images.shape[0]
+    diagnoses = list(diagnoses) if diagnoses is not None else [None] * b
+    if len(diagnoses) == 1 and b > 1:
+        diagnoses = diagnoses * b
+    if len(diagnoses) != b:
+        raise ValueError(f"diagnosis: {len(diagnoses)} diagnoses for a batch of {b} images")
+    if not 1.0 <= upscale <= MAX_UPSCALE:
+        raise ValueError(f"upscale: expected a factor in [1, {MAX_UPSCALE:g}], got {upscale}")
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength: expected a value in [0, 1], got {strength}")
+    return images, diagnoses
+
+
 class Restorer:
     kind = "prior_restorer"
 
@@ -55,17 +73,8 @@ class Restorer:
         """Restore ``images`` [B, 3, H, W] conditioned on one diagnosis per image (None =
         blind). ``upscale`` > 1 enlarges by that factor first; ``strength`` < 1 blends the
         result with the input. Large images run in overlapping tiles."""
-        images = as_rgb_batch(images).cpu()  # tiles go to the device one at a time
+        images, diagnoses = check_restore_inputs(images, diagnoses, upscale, strength)
         b = images.shape[0]
-        diagnoses = list(diagnoses) if diagnoses is not None else [None] * b
-        if len(diagnoses) == 1 and b > 1:
-            diagnoses = diagnoses * b
-        if len(diagnoses) != b:
-            raise ValueError(f"diagnosis: {len(diagnoses)} diagnoses for a batch of {b} images")
-        if not 1.0 <= upscale <= MAX_UPSCALE:
-            raise ValueError(f"upscale: expected a factor in [1, {MAX_UPSCALE:g}], got {upscale}")
-        if not 0.0 <= strength <= 1.0:
-            raise ValueError(f"strength: expected a value in [0, 1], got {strength}")
         if reference is not None:
             reference = as_rgb_batch(reference, name="reference").cpu()
         if upscale > 1.0:

@@ -32,14 +32,13 @@ import torch.nn.functional as F
 
 from ...reasoner.diagnosis import Diagnosis
 from ...reasoner.images import as_rgb_batch
+from ..engine import MAX_UPSCALE, check_restore_inputs
 from ..tiling import tiled_apply
 from .base import Backbone, lowres_scale
 from .routing import RoutePlan, route
 
 __all__ = ["BackboneRestorer", "apply_backbone", "as_backbone_restorer", "diagnosis_without",
            "resize", "MAX_UPSCALE"]
-
-MAX_UPSCALE = 4.0
 
 
 def resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -151,17 +150,8 @@ class BackboneRestorer:
                 tile: int = 512, overlap: int = 32,
                 progress: Optional[Callable[[int, int], None]] = None,
                 check_interrupt: Optional[Callable[[], None]] = None) -> torch.Tensor:
-        images = as_rgb_batch(images).cpu()
+        images, diagnoses = check_restore_inputs(images, diagnoses, upscale, strength)
         b = images.shape[0]
-        diagnoses = list(diagnoses) if diagnoses is not None else [None] * b
-        if len(diagnoses) == 1 and b > 1:
-            diagnoses = diagnoses * b
-        if len(diagnoses) != b:
-            raise ValueError(f"diagnosis: {len(diagnoses)} diagnoses for a batch of {b} images")
-        if not 1.0 <= upscale <= MAX_UPSCALE:
-            raise ValueError(f"upscale: expected a factor in [1, {MAX_UPSCALE:g}], got {upscale}")
-        if not 0.0 <= strength <= 1.0:
-            raise ValueError(f"strength: expected a value in [0, 1], got {strength}")
         if reference is not None and len(self.backbones) == 1 \
                 and self.backbone.conditioning == "prior":
             # The built-in restorer's own path aligns and tiles a reference with the image.

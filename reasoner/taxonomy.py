@@ -110,6 +110,23 @@ class DegradationType:
                 params[key] = lo if abs(lo - spec.identity) > abs(hi - spec.identity) else hi
         return params
 
+    def params_for_severity(self, target: float) -> dict[str, float]:
+        """Parameters on the line from "none" to the strongest synthesised level whose severity
+        is ``target`` (bisection; severity is monotone along that line). Used when a user or a
+        model gives a severity without parameters."""
+        lo_p, hi_p = self.identity_params(), self.strongest_params()
+
+        def at(a):
+            return {k: lo_p[k] + a * (hi_p[k] - lo_p[k]) for k in lo_p}
+        a, b = 0.0, 1.0
+        for _ in range(40):
+            m = (a + b) / 2
+            if float(self.severity(at(m))) < target:
+                a = m
+            else:
+                b = m
+        return {k: self.param(k).clip(v) for k, v in at((a + b) / 2).items()}
+
     def severity(self, params: Mapping[str, float]):
         full = {**self.identity_params(), **params}
         return clamp01(self.severity_fn(full))

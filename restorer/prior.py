@@ -54,20 +54,7 @@ def encode_prior_batch(diagnoses: Sequence[Diagnosis | None], device=None, dtype
 # --- user-guided restoration ------------------------------------------------------------
 
 def params_for_severity(type_name: str, target: float) -> dict[str, float]:
-    """Parameters along the line from 'no degradation' to the strongest synthesised level
-    whose severity is ``target`` (bisection; severity is monotone along that line)."""
-    t = get_type(type_name)
-    lo_p, hi_p = t.identity_params(), t.strongest_params()
-    def at(a):
-        return {k: lo_p[k] + a * (hi_p[k] - lo_p[k]) for k in lo_p}
-    a, b = 0.0, 1.0
-    for _ in range(40):
-        m = (a + b) / 2
-        if float(t.severity(at(m))) < target:
-            a = m
-        else:
-            b = m
-    return at((a + b) / 2)
+    return get_type(type_name).params_for_severity(target)
 
 
 _OVERRIDE = re.compile(r"^\s*([a-z_]+)\s*(?::\s*(.*))?$")

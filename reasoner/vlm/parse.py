@@ -153,21 +153,7 @@ def _to_number(value) -> tuple[float | None, bool]:
 
 
 def _params_for_severity(type_name: str, target: float) -> dict[str, float]:
-    """Parameters on the line from 'none' to the strongest synthesised level whose severity is
-    ``target`` (bisection; severity is monotone along that line)."""
-    t = get_type(type_name)
-    lo_p, hi_p = t.identity_params(), t.strongest_params()
-
-    def at(a):
-        return {k: lo_p[k] + a * (hi_p[k] - lo_p[k]) for k in lo_p}
-    a, b = 0.0, 1.0
-    for _ in range(40):
-        m = (a + b) / 2
-        if float(t.severity(at(m))) < target:
-            a = m
-        else:
-            b = m
-    return {k: t.param(k).clip(v) for k, v in at((a + b) / 2).items()}
+    return get_type(type_name).params_for_severity(target)
 
 
 # --- finding the JSON -----------------------------------------------------------------------

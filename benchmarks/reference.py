@@ -55,7 +55,7 @@ _import_pack()
 
 from reason_restore.reasoner.synthesis import degrade, random_spec  # noqa: E402
 from reason_restore.restorer.metrics import psnr  # noqa: E402
-from reason_restore.restorer.network import (PriorRestorer, RestorerConfig,  # noqa: E402
+from reason_restore.restorer.network import (PriorRestorer, grown_copy,  # noqa: E402
                                              load_restorer)
 from reason_restore.restorer.prior import encode_prior_batch  # noqa: E402
 from reason_restore.tools.train_reference import good_reference  # noqa: E402
@@ -82,10 +82,9 @@ def load_any_restorer(path: Path) -> tuple[PriorRestorer | None, str]:
 
 
 def reference_aware_copy(model: PriorRestorer) -> PriorRestorer:
-    config = RestorerConfig.from_dict({**model.config.to_dict(), "use_reference": True})
-    ref_model = PriorRestorer(config)
-    ref_model.load_state_dict(model.state_dict(), strict=False)
-    return ref_model.eval()
+    if model.ref_encoder is not None:
+        return model
+    return grown_copy(model, use_reference=True).eval()
 
 
 def photos(folder: Path, n: int, crop: int) -> list[np.ndarray]:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from ..reasoner.diagnosis import Diagnosis, Finding
 from ..reasoner.images import as_rgb_batch
 from ..reasoner.taxonomy import get_type
+from .content import semantic_tokens
 from .network import PriorRestorer, load_restorer
 from .prior import encode_prior_batch
 from .tiling import tiled_apply
@@ -57,12 +58,32 @@ class Restorer:
     kind = "prior_restorer"
 
     def __init__(self, model: PriorRestorer, device=None, dtype=torch.float32,
-                 name: str = "restorer", keep_loaded: bool = True):
+                 name: str = "restorer", keep_loaded: bool = True, text_encoder="auto"):
         self.model = model.eval()
         self.device = torch.device(device or "cpu")
         self.dtype = dtype
         self.name = name
         self.keep_loaded = keep_loaded
+        # Scene/object phrases -> tokens for the content-aware blocks (restorer/content.py).
+        # "auto": the packaged sentence encoder, loaded on first use (only restorers with
+        # content-aware blocks need it, and only when a diagnosis names something).
+        self._text_encoder = text_encoder if model.content is not None else None
+
+    @property
+    def text_encoder(self):
+        if isinstance(self._text_encoder, str):
+            from .content import load_semantic_encoder
+            self._text_encoder = load_semantic_encoder(device=self.device)
+        return self._text_encoder
+
+    def _semantic_tokens(self, diagnosis: Diagnosis | None):
+        if self.model.content is None or diagnosis is None or not (
+                diagnosis.scene or diagnosis.objects):
+            return None, None
+        tokens, mask = semantic_tokens([diagnosis], self.text_encoder)
+        if tokens is None:
+            return None, None
+        return tokens.to(self.device, self.dtype), mask.to(self.device)
 
     @torch.no_grad()
     def restore(self, images, diagnoses: Sequence[Diagnosis | None] | None = None,
@@ -89,6 +110,7 @@ class Restorer:
         outs = []
         for i in range(b):
             prior = encode_prior_batch([diagnoses[i]], self.device, self.dtype)
+            tokens, mask = self._semantic_tokens(diagnoses[i])
             x = images[i:i + 1]
             if uses_reference:
                 # Align the reference with the image once, then tile both together, so every
@@ -97,10 +119,11 @@ class Restorer:
                 ref = F.interpolate(ref, size=(h, w), mode="bilinear", align_corners=False,
                                     antialias=ref.shape[-2] > h).clamp(0, 1)
                 x = torch.cat([x, ref], 1)
-            def run(tile_in, prior=prior):
+            def run(tile_in, prior=prior, tokens=tokens, mask=mask):
                 tile_in = tile_in.to(self.device, self.dtype)
                 ref_tile = tile_in[:, 3:] if tile_in.shape[1] == 6 else None
-                return model(tile_in[:, :3], prior, reference=ref_tile).float().cpu()
+                return model(tile_in[:, :3], prior, text_tokens=tokens, text_mask=mask,
+                             reference=ref_tile).float().cpu()
             def tile_progress(done, n, i=i):
                 if progress:
                     progress(i * n + done, b * n)
@@ -116,6 +139,8 @@ class Restorer:
 
     def offload(self) -> None:
         self.model.to("cpu")
+        if self._text_encoder is not None and not isinstance(self._text_encoder, str):
+            self._text_encoder.offload()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 __all__ = [
     "ARCH_NAME", "RestorerConfig", "LayerNorm2d", "DegradationAwareBlock", "ContentAwareBlock",
     "ReferenceAwareBlock", "ReferenceEncoder", "PriorRestorer", "save_restorer", "load_restorer",
-    "detect_restorer", "infer_config",
+    "detect_restorer", "infer_config", "grown_copy",
 ]
 
 ARCH_NAME = "reason_restore.PriorRestorer"
@@ -568,6 +568,27 @@ def infer_config(state_dict: Mapping[str, Any], heads: int = 2) -> RestorerConfi
         use_reference="ref_encoder.stem.0.weight" in state_dict,
         heads=heads,
     )
+
+
+def grown_copy(model: PriorRestorer, **changes) -> PriorRestorer:
+    """``model`` with extra conditioning branches (``use_reference=True``, ``text_dim=N``):
+    every existing weight is copied and the new branches start neutral (zero gates and
+    projections), so the copy's outputs equal the original's until it is trained. Only
+    branches may be added; anything else that would drop or reshape weights is refused."""
+    allowed = {"use_reference", "text_dim"}
+    if set(changes) - allowed:
+        raise ValueError(f"grown_copy: only {sorted(allowed)} can change, got "
+                         f"{sorted(set(changes) - allowed)}")
+    old = model.config
+    if changes.get("text_dim", old.text_dim) != old.text_dim and old.text_dim:
+        raise ValueError(f"grown_copy: text_dim is already {old.text_dim}")
+    grown = PriorRestorer(RestorerConfig.from_dict({**old.to_dict(), **changes}))
+    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(not k.startswith(("ref_encoder.", "ref_fusions.", "content."))
+                         for k in missing):
+        raise ValueError(f"grown_copy: weights do not fit (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
+    return grown.train(model.training)
 
 
 def save_restorer(model: PriorRestorer, path: Union[str, os.PathLike],

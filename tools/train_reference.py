@@ -20,8 +20,9 @@ What it does
     with faint noise (:func:`good_reference`). The blocks must learn to take detail from it;
   - a **poor reference** (``--p-poor``): an unrelated photo (:func:`poor_reference`). The
     blocks must learn to ignore it (the "does not hurt" half of the acceptance);
-  - and with probability ``--p-none`` a whole batch runs without a reference, so the
-    no-reference path stays as good as the shipped one.
+  - and, with ``--unfreeze``, with probability ``--p-none`` a whole batch runs without a
+    reference, so the no-reference path stays as good as the shipped one (frozen, it is
+    the shipped one exactly).
 
 * By default only the reference blocks train (``ref_encoder``, ``ref_fusions``); with
   ``--unfreeze`` the rest fine-tunes too at ``--base-lr``.
@@ -45,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..restorer.network import PriorRestorer, RestorerConfig, load_restorer, save_restorer
+from ..restorer.network import PriorRestorer, grown_copy, load_restorer, save_restorer
 from ..restorer.prior import encode_prior_batch
 from . import training as T
 from .train_restorer import perturb, psnr, restoration_loss
@@ -121,13 +122,7 @@ def mixed_references(clean, patches, rng, p_good: float, p_poor: float):
 def reference_model_from(init: Path) -> PriorRestorer:
     """A reference-aware copy of the restorer at ``init`` (identical outputs at step 0)."""
     base = load_restorer(init)
-    config = RestorerConfig.from_dict({**base.config.to_dict(), "use_reference": True})
-    model = PriorRestorer(config)
-    missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
-    if unexpected or any(not k.startswith(("ref_encoder.", "ref_fusions.")) for k in missing):
-        raise ValueError(f"{init}: weights do not fit a reference-aware restorer "
-                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return model
+    return base if base.ref_encoder is not None else grown_copy(base, use_reference=True)
 
 
 def reference_parameters(model: PriorRestorer):
@@ -225,7 +220,9 @@ def main(argv=None):
         prior = encode_prior_batch([perturb(tr, rng) for _, _, tr in samples], device)
         severity = torch.tensor([tr.overall_severity for _, _, tr in samples], device=device)
         reference = None
-        if rng.random() >= args.p_none:
+        # A batch without a reference only teaches the base network, which is frozen unless
+        # --unfreeze (and with it frozen such a batch has nothing to differentiate).
+        if not args.unfreeze or rng.random() >= args.p_none:
             reference = mixed_references(clean, train, rng, args.p_good, args.p_poor)
         out = model(deg, prior, reference=reference)
         loss = restoration_loss(out, clean, severity)

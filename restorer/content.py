@@ -94,9 +94,16 @@ class SemanticEncoder:
         self.device = torch.device("cpu")
 
 
+_LOADED: dict[tuple[str, str], SemanticEncoder] = {}
+
+
 def load_semantic_encoder(folder=None, device="cpu") -> Optional[SemanticEncoder]:
-    """MiniLM from ``folder`` (default: the packaged one), or None (logged) without it."""
+    """MiniLM from ``folder`` (default: the packaged one), or None (logged) without it.
+    One instance per (folder, device) is kept: every restorer in a graph shares it."""
     folder = Path(folder) if folder else text_encoder_path()
+    key = (str(folder), str(torch.device(device)))
+    if key in _LOADED:
+        return _LOADED[key]
     if folder is None:
         log.warning("reason_restore: scene/object semantics do not reach the restorer: the "
                     "optional text encoder is not installed (%s)", INSTALL_HINT)
@@ -111,7 +118,8 @@ def load_semantic_encoder(folder=None, device="cpu") -> Optional[SemanticEncoder
         log.warning("reason_restore: the text encoder at %s could not be loaded (%s); "
                     "semantics do not reach the restorer", folder, e)
         return None
-    return SemanticEncoder(model, tokenizer, device=device)
+    _LOADED[key] = SemanticEncoder(model, tokenizer, device=device)
+    return _LOADED[key]
 
 
 def semantic_tokens(diagnoses: Sequence[Optional[Diagnosis]],

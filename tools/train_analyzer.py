@@ -159,8 +159,9 @@ def main(argv=None):
             g["lr"] = lr
         samples = [T.sample_pair(train, rng) for _ in range(args.batch)]
         imgs = T.to_chw([d for _, d, _ in samples]).to(device)
-        out = model(batch_crops(imgs, config))
-        loss = loss_fn(out, *targets([tr for _, _, tr in samples], device))
+        with T.autocast(device):
+            out = model(batch_crops(imgs, config))
+            loss = loss_fn(out, *targets([tr for _, _, tr in samples], device))
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -188,7 +189,7 @@ def main(argv=None):
                  "held_out": "mate", "manifest_sha256": T.manifest_sha(),
                  "pairs": "on-the-fly synthesis, 1-3 degradations, 10% clean"},
         "steps": step, "batch": args.batch, "wall_time_s": round(extra["elapsed"], 1),
-        "device": T.device_name(device), "seed": args.seed,
+        "device": T.device_name(device), "precision": T.precision_name(device), "seed": args.seed,
         "loss_curve": extra["losses"], "held_out_scores": scores,
         "command": "python -m reason_restore.tools.train_analyzer " +
                    " ".join(argv if argv is not None else __import__("sys").argv[1:]),

@@ -147,9 +147,10 @@ def main(argv=None):
         deg = T.to_chw([d for _, (_, d, _) in batch]).to(device)
         prior = encode_prior_batch([perturb(t, rng) for _, (_, _, t) in batch], device)
         severity = torch.tensor([t.overall_severity for _, (_, _, t) in batch], device=device)
-        out = model(deg, prior, text_tokens=train_tok[idx].to(device),
-                    text_mask=train_mask[idx].to(device))
-        loss = restoration_loss(out, clean, severity)
+        with T.autocast(device):
+            out = model(deg, prior, text_tokens=train_tok[idx].to(device),
+                        text_mask=train_mask[idx].to(device))
+            loss = restoration_loss(out, clean, severity)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -172,6 +173,7 @@ def main(argv=None):
               "tags": "offline ImageNet mobilenet_v2 on each clean 256-px patch",
               "steps": step, "batch": args.batch, "crop": args.crop, "lr": args.lr,
               "elapsed_s": round(extra["elapsed"], 1), "device": T.device_name(device),
+              "precision": T.precision_name(device),
               "manifest_sha256": T.manifest_sha(), "eval_before": before, "eval_after": after,
               "losses": extra["losses"][-20:],
               "command": "python -m reason_restore.tools.train_content " + " ".join(

@@ -224,8 +224,9 @@ def main(argv=None):
         # --unfreeze (and with it frozen such a batch has nothing to differentiate).
         if not args.unfreeze or rng.random() >= args.p_none:
             reference = mixed_references(clean, train, rng, args.p_good, args.p_poor)
-        out = model(deg, prior, reference=reference)
-        loss = restoration_loss(out, clean, severity)
+        with T.autocast(device):
+            out = model(deg, prior, reference=reference)
+            loss = restoration_loss(out, clean, severity)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
@@ -244,7 +245,8 @@ def main(argv=None):
     final = evaluate(model, eval_set, val, device)
     print(f"step {step}: {final}")
     record = {"steps": step, "elapsed_s": round(extra["elapsed"], 1), "init": str(args.init),
-              "device": T.device_name(device), "unfreeze": args.unfreeze,
+              "device": T.device_name(device),
+              "precision": T.precision_name(device), "unfreeze": args.unfreeze,
               "p_good": args.p_good, "p_poor": args.p_poor, "p_none": args.p_none,
               "eval_before": first_eval, "eval_after": final,
               "losses": extra["losses"][-20:]}

@@ -145,10 +145,11 @@ def main(argv=None):
         deg = T.to_chw([d for _, d, _ in samples]).to(device)
         prior = encode_prior_batch([perturb(tr, rng) for _, _, tr in samples], device)
         severity = torch.tensor([tr.overall_severity for _, _, tr in samples], device=device)
-        out = model(deg, prior)
-        loss = restoration_loss(out, clean, severity)
-        if critic is not None:
-            loss = loss + args.reward * severity_reward(critic, out).mean()
+        with T.autocast(device):
+            out = model(deg, prior)
+            loss = restoration_loss(out, clean, severity)
+            if critic is not None:
+                loss = loss + args.reward * severity_reward(critic, out).mean()
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
@@ -180,7 +181,7 @@ def main(argv=None):
                    if args.reward > 0 else ""),
         "init": str(args.init) if args.init else None,
         "steps": step, "batch": args.batch, "wall_time_s": round(extra["elapsed"], 1),
-        "device": T.device_name(device), "seed": args.seed,
+        "device": T.device_name(device), "precision": T.precision_name(device), "seed": args.seed,
         "loss_curve": extra["losses"], "held_out_scores": scores,
         "command": "python -m reason_restore.tools.train_restorer " +
                    " ".join(argv if argv is not None else __import__("sys").argv[1:]),

@@ -7,6 +7,7 @@ from its seed and step.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -87,6 +88,18 @@ def cosine_lr(base: float, step: int, max_steps: int, elapsed: float, budget: fl
     progress = min(1.0, max(step / max(1, max_steps), elapsed / max(1e-6, budget)))
     warm = min(1.0, (step + 1) / warmup)
     return max(base * warm * 0.5 * (1 + math.cos(math.pi * progress)), base * 0.02)
+
+
+def autocast(device: torch.device):
+    """Mixed precision where it pays: bfloat16 autocast on a GPU (no loss scaling needed,
+    unlike float16); plain float32 on the CPU, where bfloat16 convolutions are slower."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def precision_name(device: torch.device) -> str:
+    return "bfloat16 autocast" if device.type == "cuda" else "float32"
 
 
 def device_name(device: torch.device) -> str:

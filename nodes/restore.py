@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from . import comfy
 from .common import (check_instance, check_number, diagnosis_list, from_comfy, node_errors,
                      to_comfy, upscale_factor)
 from .types import CATEGORY, RR_DIAGNOSIS, RR_PRIOR, RR_RESTORER
+
+log = logging.getLogger("reason_restore")
 
 MAX_UPSCALE = 4.0
 MIN_TILE, MAX_TILE = 64, 8192
@@ -71,8 +75,10 @@ class RRRestore:
                                "connected. With neither: blind restoration (much weaker: the "
                                "shipped restorer was trained mostly with a diagnosis)."}),
                 "reference": ("IMAGE", {
-                    "tooltip": "Optional reference image (e.g. from Reference Synthesize); "
-                               "used only by restorers trained with references."}),
+                    "tooltip": "Optional reference image (e.g. from Reference Synthesize), "
+                               "read by the built-in restorer's reference-aware blocks. "
+                               "Weighted by how well it matches the picture: an unrelated "
+                               "reference is ignored (the log says so); backbones ignore it."}),
             },
         }
 
@@ -106,6 +112,9 @@ class RRRestore:
                                strength=float(strength), tile=int(tile), overlap=int(overlap),
                                progress=bar, check_interrupt=comfy.check_interrupt)
         del images
+        for i, trust in enumerate(getattr(restorer, "last_reference_trust", None) or []):
+            log.info("ReasonRestore Restore: image %d: reference trust %.2f%s", i, trust,
+                     " (does not match the picture: ignored)" if trust == 0 else "")
         if not restorer.keep_loaded:
             comfy.soft_empty_cache()
         return (to_comfy(out),)

@@ -267,7 +267,7 @@ def test_huge_image_through_diagnose_and_restore_glue(reasoner, restorer, monkey
     image = torch.rand(1, 4000, 6000, 3)
     diagnoses = run("Diagnose Degradation", reasoner=reasoner, image=image)[0]
     assert "6000x4000" in diagnoses[0].reasoning[0].text
-    monkeypatch.setattr(restorer.model, "forward", lambda x, prior, reference=None: x)
+    monkeypatch.setattr(restorer.model, "forward", lambda x, prior, **conditioning: x)
     calls = []
     monkeypatch.setattr(comfy, "progress_bar", lambda total: lambda d, t=None: calls.append(d))
     (out,) = run("Restore", restorer=restorer, image=image, upscale=1.0, strength=1.0,

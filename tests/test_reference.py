@@ -485,3 +485,42 @@ def test_train_reference_runs_two_steps(tmp_path):
     assert good.shape == clean.shape and 0 < float((good - clean).abs().mean()) < 0.2
     poor = TR.poor_reference(patches, np.random.default_rng(0), clean)
     assert poor.shape == clean.shape
+
+
+def test_reference_trust_tells_the_same_scene_from_another():
+    """The gate that keeps an unrelated reference from hurting: same scene (blurred,
+    colour-shifted, shifted by pixels) -> trusted; another picture -> 0."""
+    import numpy as np
+    from reason_restore.restorer.engine import reference_trust
+    from reason_restore.tools.train_reference import good_reference
+    rng = np.random.default_rng(0)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 96), torch.linspace(0, 1, 128), indexing="ij")
+    scene = torch.stack([xx, yy, (xx * 6).sin() * 0.5 + 0.5])[None].clamp(0, 1)
+    other = torch.stack([1 - yy, (yy * 9).cos() * 0.5 + 0.5, xx.flip(-1)])[None]
+    assert reference_trust(scene, scene) == 1.0
+    assert reference_trust(scene, good_reference(scene, rng)) == 1.0
+    assert reference_trust(scene, other) == 0.0
+    assert reference_trust(scene, torch.full_like(scene, 0.5)) == 0.0  # flat: nothing to use
+
+
+def test_restore_ignores_an_untrusted_reference_and_reports_trust():
+    """An unrelated reference leaves the output exactly as without one; a matching one is
+    used (the output changes once the reference blocks are non-neutral)."""
+    from reason_restore.restorer.engine import Restorer
+    from reason_restore.restorer.network import PriorRestorer, RestorerConfig
+    from reason_restore.restorer.prior import prior_dim
+    torch.manual_seed(0)
+    model = PriorRestorer(RestorerConfig(prior_dim=prior_dim(), width=8, use_reference=True))
+    for f in model.ref_fusions:
+        torch.nn.init.constant_(f.gate, 0.5)
+    restorer = Restorer(model.eval())
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 48), torch.linspace(0, 1, 64), indexing="ij")
+    img = torch.stack([xx, yy, (xx * 6).sin() * 0.5 + 0.5])[None].clamp(0, 1)
+    other = torch.stack([1 - yy, (yy * 9).cos() * 0.5 + 0.5, xx.flip(-1)])[None]
+    plain = restorer.restore(img)
+    ignored = restorer.restore(img, reference=other)
+    assert restorer.last_reference_trust == [0.0]
+    assert torch.equal(plain, ignored)
+    used = restorer.restore(img, reference=img)
+    assert restorer.last_reference_trust[0] > 0.5
+    assert not torch.allclose(plain, used)

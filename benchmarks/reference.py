@@ -1,27 +1,25 @@
 """Benchmark: the restorer with vs without a reference image. One command, markdown out:
 
-    python benchmarks/reference.py [--restorer PATH] [--reference-restorer PATH]
-                                   [--photos DIR] [--n-photos 6] [--crop 192] [--seed 0]
+    python benchmarks/reference.py [--restorer PATH] [--photos DIR] [--n-photos 12]
+                                   [--crop 256] [--seed 0 1 2]
 
 Held-out photos (``tools/data.py``'s cache, source ``mate``; never trained on) are centre-
 cropped, degraded by a random mixture of up to three taxonomy types (fixed seeds), and restored
 with the true diagnosis:
 
 * **no reference** -- the restorer alone;
-* **clean reference** -- the ground truth as a diffusion pass would return it: blurred,
+* **clean reference** -- the ground truth itself (the best a reference can be);
+* **good reference** -- the ground truth as a diffusion img2img pass would return it: blurred,
   colour-shifted, misaligned by a few pixels, faintly noisy
   (:func:`tools.train_reference.good_reference`);
 * **poor reference** -- an unrelated picture: another held-out photo of the set.
 
-Rows: the shipped restorer (which has *no* reference-aware blocks: Restore ignores any
-reference, so all three columns are equal by construction); the shipped weights inside a
-reference-aware network whose new blocks are untrained (gates at zero: the identity, so again
-equal -- checked, not assumed); and, when it exists, a fine-tuned reference-aware restorer
-(``tools/train_reference.py``; ``restorer/weights/restorer_reference.safetensors``). The PSNR of
-the references themselves is printed for context. Missing weights or photos are reported,
-never downloaded. The shipped restorer's weights file is ``restorer.safetensors``; while it is
-still training, ``--restorer`` may point at its training checkpoint (``restorer.ckpt``, read
-with ``weights_only=True``), reported as interim.
+Rows: the network alone (``model(image, prior, reference=...)``: what the reference-aware
+blocks learnt), and the pack's Restore path (``Restorer.restore``: the same network behind the
+reference trust gate, which blends the reference-aware pass with the plain one by how well the
+reference matches the picture); its mean trust per column is shown. A restorer without
+reference-aware blocks ignores references (all columns equal). Missing weights or photos are
+reported, never downloaded.
 """
 
 from __future__ import annotations
@@ -44,14 +42,13 @@ import heldout  # noqa: E402,F401  (imports the pack, installed or from this che
 
 from reason_restore.reasoner.synthesis import degrade, random_spec  # noqa: E402
 from reason_restore.restorer.metrics import psnr  # noqa: E402
-from reason_restore.restorer.network import (PriorRestorer, grown_copy,  # noqa: E402
-                                             load_restorer)
+from reason_restore.restorer.engine import Restorer  # noqa: E402
+from reason_restore.restorer.network import PriorRestorer, load_restorer  # noqa: E402
 from reason_restore.restorer.prior import encode_prior_batch  # noqa: E402
 from reason_restore.tools.train_reference import good_reference  # noqa: E402
 
 WEIGHTS = ROOT / "restorer" / "weights"
 DEFAULT_RESTORER = WEIGHTS / "restorer.safetensors"
-DEFAULT_REFERENCE_RESTORER = WEIGHTS / "restorer_reference.safetensors"
 DEFAULT_PHOTOS = Path.home() / ".cache" / "reason_restore" / "data" / "photos" / "mate"
 
 
@@ -68,12 +65,6 @@ def load_any_restorer(path: Path) -> tuple[PriorRestorer | None, str]:
     model.load_state_dict(state)
     step = ck.get("step", "?") if isinstance(ck, dict) else "?"
     return model.eval(), f"{path.name} (INTERIM training checkpoint, step {step})"
-
-
-def reference_aware_copy(model: PriorRestorer) -> PriorRestorer:
-    if model.ref_encoder is not None:
-        return model
-    return grown_copy(model, use_reference=True).eval()
 
 
 def photos(folder: Path, n: int, crop: int) -> list[np.ndarray]:
@@ -119,76 +110,70 @@ def mean_psnr(x, clean) -> float:
     return float(psnr(x, clean).mean())
 
 
+def through_restore(model: PriorRestorer, degraded, truths, reference=None):
+    """The pack's path (trust gate included): (outputs, mean trust or None)."""
+    r = Restorer(model)
+    outs, trust = [], []
+    for i in range(degraded.shape[0]):
+        ref = None if reference is None else reference[i:i + 1]
+        outs.append(r.restore(degraded[i:i + 1], [truths[i]], reference=ref))
+        trust += getattr(r, "last_reference_trust", [])
+    return torch.cat(outs), (float(np.mean(trust)) if trust else None)
+
+
 def bench(args) -> list[str]:
     lines = []
     if not args.photos.is_dir():
         return [f"No held-out photos at {args.photos}: run `python -m reason_restore.tools.data` "
                 f"first. Nothing measured."]
     pics = photos(args.photos, args.n_photos, args.crop)
-    clean, degraded, truths, good, poor = make_set(pics, args.seed)
+    sets = [make_set(pics, seed) for seed in args.seed]  # one random mixture per photo and seed
+    clean, degraded, good, poor = (torch.cat([s[k] for s in sets]) for k in (0, 1, 3, 4))
+    truths = [t for s in sets for t in s[2]]
+    model, note = load_any_restorer(args.restorer)
     lines.append(f"{len(pics)} held-out photos ({args.photos.name}), {args.crop}x{args.crop} "
-                 f"centre crops, each degraded by a random mixture of up to 3 types (seed "
-                 f"{args.seed}); the restorer gets the true diagnosis.\n")
-    lines.append("| restorer | no reference | clean reference | poor reference | note |")
+                 f"centre crops, each degraded by a random mixture of up to 3 types once per "
+                 f"seed {args.seed} ({len(truths)} images); the restorer ({note}) gets the "
+                 f"true diagnosis.\n")
+    refs = {"clean": clean, "good": good, "poor": poor}
+    lines.append("| restorer | no reference | clean reference | good reference | "
+                 "poor reference |")
     lines.append("|---|---|---|---|---|")
     lines.append(f"| (input, degraded) | {mean_psnr(degraded, clean):.2f} | | | |")
-    lines.append(f"| (the reference itself) | | {mean_psnr(good, clean):.2f} | "
-                 f"{mean_psnr(poor, clean):.2f} | PSNR of the reference vs the truth |")
-
-    base, note = load_any_restorer(args.restorer)
-    if base is None:
-        lines.append(f"| shipped restorer | n/a | n/a | n/a | weights {note} |")
-    else:
-        no_ref = run(base, degraded, truths)
-        p = mean_psnr(no_ref, clean)
-        has_ref = base.ref_encoder is not None
-        if has_ref:
-            lines.append(f"| shipped restorer | {p:.2f} | "
-                         f"{mean_psnr(run(base, degraded, truths, good), clean):.2f} | "
-                         f"{mean_psnr(run(base, degraded, truths, poor), clean):.2f} | {note} |")
-        else:
-            lines.append(f"| shipped restorer | {p:.2f} | {p:.2f} | {p:.2f} | {note}; no "
-                         f"reference-aware blocks: Restore ignores the reference |")
-            untrained = reference_aware_copy(base)
-            with_good = mean_psnr(run(untrained, degraded, truths, good), clean)
-            with_poor = mean_psnr(run(untrained, degraded, truths, poor), clean)
-            same = abs(with_good - p) < 1e-3 and abs(with_poor - p) < 1e-3
-            verdict = ("identical to the shipped restorer, as expected" if same
-                       else "DIFFERS from the shipped restorer (a bug?)")
-            lines.append(f"| shipped + untrained reference blocks | "
-                         f"{mean_psnr(run(untrained, degraded, truths), clean):.2f} | "
-                         f"{with_good:.2f} | {with_poor:.2f} | gates at zero: {verdict} |")
-    tuned, tuned_note = load_any_restorer(args.reference_restorer)
-    if tuned is None:
-        lines.append(f"| fine-tuned reference-aware | not trained yet | not trained yet | "
-                     f"not trained yet | tools/train_reference.py has not been run "
-                     f"({tuned_note}) |")
-    elif tuned.ref_encoder is None:
-        lines.append(f"| fine-tuned reference-aware | n/a | n/a | n/a | {tuned_note} has no "
-                     f"reference-aware blocks |")
-    else:
-        lines.append(f"| fine-tuned reference-aware | "
-                     f"{mean_psnr(run(tuned, degraded, truths), clean):.2f} | "
-                     f"{mean_psnr(run(tuned, degraded, truths, good), clean):.2f} | "
-                     f"{mean_psnr(run(tuned, degraded, truths, poor), clean):.2f} | "
-                     f"{tuned_note} |")
+    lines.append("| (the reference itself) | | " + " | ".join(
+        f"{mean_psnr(r, clean):.2f}" if k != "clean" else "inf" for k, r in refs.items())
+        + " |")
+    if model is None:
+        lines.append("| restorer | n/a | n/a | n/a | n/a |")
+        return lines
+    if model.ref_encoder is None:
+        p = mean_psnr(run(model, degraded, truths), clean)
+        lines.append(f"| {note} (no reference-aware blocks) | {p:.2f} | {p:.2f} | {p:.2f} | "
+                     f"{p:.2f} |")
+        return lines
+    plain = mean_psnr(run(model, degraded, truths), clean)
+    cells = [f"{mean_psnr(run(model, degraded, truths, r), clean):.2f}" for r in refs.values()]
+    lines.append(f"| network alone | {plain:.2f} | " + " | ".join(cells) + " |")
+    gated = []
+    for r in refs.values():
+        out, trust = through_restore(model, degraded, truths, r)
+        gated.append(f"{mean_psnr(out, clean):.2f} (trust {trust:.2f})")
+    out, _ = through_restore(model, degraded, truths)
+    lines.append(f"| Restore (trust gate) | {mean_psnr(out, clean):.2f} | "
+                 + " | ".join(gated) + " |")
     lines.append("")
-    lines.append("Verdict: a reference can only help once a reference-aware restorer has been "
-                 "fine-tuned (docs/diffusion.md); until then the clean and poor columns equal "
-                 "the no-reference column by construction." if tuned is None else
-                 "Verdict: compare the clean column (should beat no reference) and the poor "
-                 "column (should not fall below it).")
+    lines.append("Targets (docs/diffusion.md): a clean or good reference beats no reference; a "
+                 "poor one does not fall below it.")
     return lines
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--restorer", type=Path, default=DEFAULT_RESTORER)
-    ap.add_argument("--reference-restorer", type=Path, default=DEFAULT_REFERENCE_RESTORER)
     ap.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
-    ap.add_argument("--n-photos", type=int, default=6)
-    ap.add_argument("--crop", type=int, default=192)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-photos", type=int, default=12)
+    ap.add_argument("--crop", type=int, default=256)
+    ap.add_argument("--seed", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -196,6 +181,8 @@ def main(argv=None) -> int:
     t0 = time.time()
     print(f"# Restorer with vs without a reference\n\n{platform.processor() or platform.machine()}"
           f", torch {torch.__version__}, CPU, {torch.get_num_threads()} threads.\n")
+    print(f"Command: `python benchmarks/reference.py {' '.join(sys.argv[1:] if argv is None else argv)}`"
+          "\n")
     print("PSNR in dB (RGB, mean over images).\n")
     print("\n".join(bench(args)))
     print(f"\n({time.time() - t0:.1f} s)")

@@ -242,7 +242,7 @@ def severity_report(reasoner, images, clean=None) -> dict:
     psnr_mean = -1.0 if p_vals is None else _mean_db(p_vals)
     ssim_mean = -1.0 if s_vals is None else float(sum(s_vals) / len(s_vals))
 
-    lines = [f"Residual severity (0 = clean, 1 = worst synthesised)"
+    lines = ["Residual severity (0 = clean, 1 = worst synthesised)"
              + (f", mean over {b} images" if b > 1 else "") + ":"]
     for t in TAXONOMY:
         v = mean_per[t.name]

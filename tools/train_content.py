@@ -125,13 +125,8 @@ def main(argv=None):
     for p in params:
         p.requires_grad_(True)
     optim = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: 1.0)
-    args.out.mkdir(parents=True, exist_ok=True)
     ckpt = args.out / f"{OUT_NAME}.ckpt"
-    step, rng, extra = 0, np.random.default_rng(args.seed), {"elapsed": 0.0, "losses": []}
-    if args.resume and ckpt.exists():
-        step, rng, extra = T.load_checkpoint(ckpt, model, optim, sched)
-        print(f"resumed at step {step}")
+    sched, step, rng, extra = T.start_or_resume(ckpt, model, optim, args.seed, args.resume)
     eval_rng = np.random.default_rng(4321)
     eval_set = [sample(val, eval_rng, 128) for _ in range(args.eval_images)]
     before = evaluate(model, eval_set, val_tok, val_mask, device)

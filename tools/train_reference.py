@@ -197,13 +197,8 @@ def main(argv=None):
             p.requires_grad_(True)
     base_lrs = [g["lr"] for g in groups]
     optim = torch.optim.AdamW(groups, weight_decay=1e-4, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: 1.0)
-    args.out.mkdir(parents=True, exist_ok=True)
     ckpt = args.out / f"{OUT_NAME}.ckpt"
-    step, rng, extra = 0, np.random.default_rng(args.seed), {"elapsed": 0.0, "losses": []}
-    if args.resume and ckpt.exists():
-        step, rng, extra = T.load_checkpoint(ckpt, model, optim, sched)
-        print(f"resumed at step {step}")
+    sched, step, rng, extra = T.start_or_resume(ckpt, model, optim, args.seed, args.resume)
     crop = min(args.crop, train.shape[1])
     eval_set = T.fixed_eval_set(val, args.eval_images, seed=4321, crop=min(128, val.shape[1]))
     first_eval = evaluate(model, eval_set, val, device)

@@ -12,7 +12,6 @@ blind). Loss: L1 + an L1 on FFT amplitudes (sharpness) weighted up for severe sa
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 
@@ -125,13 +124,8 @@ def main(argv=None):
         critic.requires_grad_(False)
     optim = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4,
                               betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: 1.0)
-    args.out.mkdir(parents=True, exist_ok=True)
     ckpt = args.out / "restorer.ckpt"
-    step, rng, extra = 0, np.random.default_rng(args.seed), {"elapsed": 0.0, "losses": []}
-    if args.resume and ckpt.exists():
-        step, rng, extra = T.load_checkpoint(ckpt, model, optim, sched)
-        print(f"resumed at step {step}")
+    sched, step, rng, extra = T.start_or_resume(ckpt, model, optim, args.seed, args.resume)
     eval_set = T.fixed_eval_set(val, args.eval_images, seed=4321, crop=128)
     start, elapsed0 = time.time(), extra["elapsed"]
     budget = args.minutes * 60  # total over all sittings (resumes continue the schedule)

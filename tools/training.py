@@ -80,6 +80,20 @@ def load_checkpoint(path: Path, model, optim, sched) -> tuple[int, np.random.Gen
     return int(ck["step"]), rng, json.loads(ck["extra"])
 
 
+def start_or_resume(ckpt: Path, model, optim, seed: int, resume: bool):
+    """What every trainer does before its loop: a constant scheduler (the lr is set by hand
+    each step from :func:`cosine_lr`), the output folder, and either a fresh start or the
+    state of ``ckpt`` (model, optimiser, data RNG, elapsed time, losses).
+    Returns ``(sched, step, rng, extra)``."""
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: 1.0)
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    step, rng, extra = 0, np.random.default_rng(seed), {"elapsed": 0.0, "losses": []}
+    if resume and ckpt.exists():
+        step, rng, extra = load_checkpoint(ckpt, model, optim, sched)
+        print(f"resumed at step {step}")
+    return sched, step, rng, extra
+
+
 def cosine_lr(base: float, step: int, max_steps: int, elapsed: float, budget: float,
               warmup: int = 100) -> float:
     """Cosine decay over whichever budget runs out first, steps or wall-clock seconds, so a

@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 
 from ...reasoner.diagnosis import Diagnosis
-from ...reasoner.images import as_rgb_batch
 from ..engine import MAX_UPSCALE, check_restore_inputs
 from ..tiling import tiled_apply
 from .base import Backbone, lowres_scale

@@ -524,3 +524,23 @@ def test_restore_ignores_an_untrusted_reference_and_reports_trust():
     used = restorer.restore(img, reference=img)
     assert restorer.last_reference_trust[0] > 0.5
     assert not torch.allclose(plain, used)
+
+
+def test_nothing_diagnosed_means_nothing_changed():
+    """Reason first: an empty diagnosis returns the image untouched (the network is not the
+    identity on a clean photo); blind restoration (no diagnosis) still runs the network."""
+    from reason_restore.reasoner.diagnosis import Diagnosis
+    from reason_restore.restorer.engine import Restorer
+    from reason_restore.restorer.network import PriorRestorer, RestorerConfig
+    from reason_restore.restorer.prior import prior_dim
+    torch.manual_seed(0)
+    model = PriorRestorer(RestorerConfig(prior_dim=prior_dim(), width=8))
+    for p in model.parameters():
+        p.data.add_(torch.randn_like(p) * 0.05)
+    img = torch.rand(2, 3, 24, 24)
+    calls = []
+    out = Restorer(model.eval()).restore(img, [Diagnosis.from_findings([])] * 2,
+                                         progress=lambda d, t: calls.append((d, t)))
+    assert torch.equal(out, img)
+    assert calls[-1] == (2, 2)
+    assert not torch.allclose(Restorer(model).restore(img), img)

@@ -29,7 +29,8 @@ class RRRestore:
     DESCRIPTION = ("Restores the image(s) with one network for every degradation type, "
                    "conditioned on the diagnosis (through a prior from Build Prior Prompt, or a "
                    "diagnosis directly). With neither it restores blind, which the shipped "
-                   "weights do poorly (see the README): wire a diagnosis. Large images run in "
+                   "weights do poorly (see the README): wire a diagnosis. An image whose "
+                   "diagnosis found nothing is passed through unchanged. Large images run in "
                    "overlapping tiles; the progress bar and Cancel work per tile.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE",)

@@ -416,7 +416,8 @@ def header(argv, args, photos) -> list[str]:
         f"Python {platform.python_version()}, torch {torch.__version__}, CPU, "
         f"{torch.get_num_threads()} thread(s)  ",
         f"Analyzer: `{Path(args.analyzer).name}` (sha256 {args.analyzer_sha[:12]}); "
-        f"restorer: `{Path(args.restorer).name}` (sha256 {args.restorer_sha[:12]})  ",
+        f"restorer: `{Path(args.restorer).name}` (sha256 {args.restorer_sha[:12]}); code: "
+        f"`{args.code_rev}`  ",
         f"Images: {len(photos)} held-out photos (source `{heldout.heldout_dir().name}`), "
         f"centre {w}x{h} crops; degraded images "
         + ("kept in float." if args.float_inputs else "rounded to 8 bits."), ""]
@@ -515,6 +516,18 @@ def write_figure(rows: list[Row], path: Path, quality: int = 85) -> Path | None:
 
 # --- main -----------------------------------------------------------------------------------
 
+def code_revision() -> str:
+    """The checkout's commit (and whether files differ from it), read at start: the report
+    must name the code that ran, not what the tree holds when it ends."""
+    import subprocess
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=HERE.parent,
+                              capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+
+
 def _named_path(text: str) -> tuple[str, Path]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
@@ -561,6 +574,7 @@ def main(argv=None) -> int:
     # one the report names.
     from reason_restore.tools.data import sha256_file
     args.analyzer_sha, args.restorer_sha = sha256_file(args.analyzer), sha256_file(args.restorer)
+    args.code_rev = code_revision()
     ours = Ours(args.analyzer, args.restorer, ablation)
     start = time.perf_counter()
     rows = [run_case(c, photos, ours, args.float_inputs,

@@ -4,26 +4,13 @@ and behaviour, the fetcher's file picking, and the benchmark end to end on a tin
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
+from _bench import heldout_cache, load_benchmark
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load("rr_bench_analyzer", ROOT / "benchmarks" / "analyzer.py")
+bench = load_benchmark("analyzer.py", "rr_bench_analyzer")
 
 from reason_restore.reasoner.diagnosis import Diagnosis, Finding  # noqa: E402
 from reason_restore.tools import fetch_anchors as fa  # noqa: E402
@@ -31,7 +18,7 @@ from reason_restore.tools import fetch_anchors as fa  # noqa: E402
 
 def _niqe():
     pytest.importorskip("scipy")
-    return _load("rr_bench_niqe", ROOT / "benchmarks" / "niqe.py")
+    return load_benchmark("niqe.py", "rr_bench_niqe")
 
 
 # --- presence, severity, grid steps --------------------------------------------------------
@@ -279,17 +266,11 @@ def test_anchor_location_follows_the_data_cache(tmp_path, monkeypatch):
 
 def test_benchmark_end_to_end_without_anchors(tmp_path, monkeypatch, capsys):
     import torch
-    from PIL import Image
 
     from _tiny import make_models
     torch.set_num_threads(1)
-    cache = tmp_path / "data"
-    mate = cache / "photos" / "mate"
-    mate.mkdir(parents=True)
-    for i in range(2):
-        rgb = np.stack([_natural(10 + i, 128)] * 3, -1).astype(np.uint8)
-        Image.fromarray(rgb).save(mate / f"p{i}.png")
-    monkeypatch.setenv("REASON_RESTORE_DATA", str(cache))
+    heldout_cache(tmp_path / "data",
+                  [np.stack([_natural(10 + i, 128)] * 3, -1) for i in range(2)], monkeypatch)
     analyzer, _ = make_models(tmp_path / "models")
     out = tmp_path / "analyzer.md"
     assert bench.main(["--photos", "1", "--size", "128", "--random", "1",

@@ -4,26 +4,13 @@ degradation (tiny images), the verdict logic, and the benchmark end to end on a 
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from _bench import ROOT, heldout_cache, load_benchmark
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load("rr_bench_restoration", ROOT / "benchmarks" / "restoration.py")
+bench = load_benchmark("restoration.py", "rr_bench_restoration")
 classical = bench.classical
 
 from reason_restore.reasoner.synthesis import Step, degrade  # noqa: E402
@@ -245,14 +232,8 @@ def test_figure_crop_picks_the_detailed_window():
 
 @pytest.fixture
 def fake_cache(tmp_path, monkeypatch):
-    from PIL import Image
-    folder = tmp_path / "photos" / "mate"  # the held-out source
-    folder.mkdir(parents=True)
-    for i in range(2):
-        img = (np.clip(scene(80) * (0.8 + 0.1 * i), 0, 1) * 255).astype(np.uint8)
-        Image.fromarray(img).save(folder / f"photo{i}.png")
-    monkeypatch.setenv("REASON_RESTORE_DATA", str(tmp_path))
-    return tmp_path
+    return heldout_cache(tmp_path, [np.clip(scene(80) * (0.8 + 0.1 * i), 0, 1) * 255
+                                    for i in range(2)], monkeypatch)
 
 
 def test_main_writes_the_table(fake_cache, tmp_path, capsys):

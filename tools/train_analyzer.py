@@ -11,7 +11,6 @@ training record beside it; ``--resume`` continues from the checkpoint.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -122,21 +121,11 @@ def evaluate(model, eval_set, config, device) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget")
-    ap.add_argument("--steps", type=int, default=100000, help="max steps")
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap = T.trainer_arguments(__doc__.splitlines()[0], minutes=30.0, steps=100000, batch=16,
+                             lr=2e-3, eval_images=240, out=WEIGHTS)
     ap.add_argument("--width", type=int, default=16)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--eval-images", type=int, default=240)
-    ap.add_argument("--out", type=Path, default=WEIGHTS)
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = T.training_device(args)
     train, val = T.load_split("train"), T.load_split("val")
     config = AnalyzerConfig(width=args.width, max_crops=2)
     model = DegradationAnalyzer(config).to(device)

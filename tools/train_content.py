@@ -22,7 +22,6 @@ Writes ``<out>/restorer_content.safetensors`` + ``.json`` record + a resumable `
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -93,22 +92,12 @@ def evaluate(model, eval_set, tokens, mask, device) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=float, default=20.0, help="wall-clock budget")
-    ap.add_argument("--steps", type=int, default=100000)
-    ap.add_argument("--batch", type=int, default=8)
+    ap = T.trainer_arguments(__doc__.splitlines()[0], minutes=20.0, steps=100000, batch=8,
+                             lr=1e-3, eval_images=96, out=WEIGHTS)
     ap.add_argument("--crop", type=int, default=96)
-    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--init", type=Path, default=WEIGHTS / "restorer.safetensors")
-    ap.add_argument("--eval-images", type=int, default=96)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=WEIGHTS)
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = T.training_device(args)
     encoder = load_semantic_encoder()
     if encoder is None:
         raise SystemExit("the sentence encoder is not installed: "

@@ -37,7 +37,6 @@ Writes ``<out>/restorer_reference.safetensors`` (+ ``.json`` record, + a resumab
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from pathlib import Path
@@ -151,12 +150,9 @@ def evaluate(model, eval_set, patches, device, seed: int = 1234) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=float, default=120.0, help="wall-clock budget")
-    ap.add_argument("--steps", type=int, default=100000)
-    ap.add_argument("--batch", type=int, default=8)
+    ap = T.trainer_arguments(__doc__.splitlines()[0], minutes=120.0, steps=100000, batch=8,
+                             lr=5e-4, eval_images=64, out=WEIGHTS, lr_help="reference blocks")
     ap.add_argument("--crop", type=int, default=96)
-    ap.add_argument("--lr", type=float, default=5e-4, help="reference blocks")
     ap.add_argument("--base-lr", type=float, default=5e-5, help="the rest, with --unfreeze")
     ap.add_argument("--unfreeze", action="store_true")
     ap.add_argument("--p-good", type=float, default=0.5)
@@ -166,19 +162,12 @@ def main(argv=None):
                     help="the restorer to start from (the shipped one by default)")
     ap.add_argument("--patches", type=Path, default=None,
                     help="uint8 [N, S, S, 3] .npy used for both train and eval (tests)")
-    ap.add_argument("--eval-images", type=int, default=64)
     ap.add_argument("--eval-every", type=int, default=500)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=WEIGHTS)
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if not args.init.is_file():
         raise SystemExit(f"--init {args.init}: no restorer weights to start from; train the "
                          f"restorer first (tools/train_restorer.py) or pass --init")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = T.training_device(args)
     if args.patches is not None:
         train = val = np.load(args.patches)
     else:

@@ -11,7 +11,6 @@ blind). Loss: L1 + an L1 on FFT amplitudes (sharpness) weighted up for severe sa
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -87,18 +86,10 @@ def evaluate(model, eval_set, device) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget")
-    ap.add_argument("--steps", type=int, default=200000)
-    ap.add_argument("--batch", type=int, default=8)
+    ap = T.trainer_arguments(__doc__.splitlines()[0], minutes=30.0, steps=200000, batch=8,
+                             lr=1e-3, eval_images=96, out=WEIGHTS)
     ap.add_argument("--crop", type=int, default=96)
-    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--width", type=int, default=16)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--eval-images", type=int, default=96)
-    ap.add_argument("--out", type=Path, default=WEIGHTS)
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--init", type=Path, default=None,
                     help="start from these restorer weights (e.g. the shipped ones) instead of "
                          "random; the reward stage starts from the stage-1 model")
@@ -107,9 +98,7 @@ def main(argv=None):
     ap.add_argument("--analyzer", type=Path, default=None,
                     help="frozen analyzer for the reward (default: the shipped one)")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = T.training_device(args)
     train, val = T.load_split("train"), T.load_split("val")
     config = RestorerConfig(width=args.width, prior_dim=prior_dim())
     model = PriorRestorer(config).to(device)

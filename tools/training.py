@@ -7,6 +7,7 @@ from its seed and step.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
@@ -78,6 +79,32 @@ def load_checkpoint(path: Path, model, optim, sched) -> tuple[int, np.random.Gen
     rng = np.random.default_rng()
     rng.bit_generator.state = json.loads(ck["rng"])
     return int(ck["step"]), rng, json.loads(ck["extra"])
+
+
+def trainer_arguments(description: str, *, minutes: float, steps: int, batch: int,
+                      lr: float, eval_images: int, out: Path,
+                      lr_help: str = "peak learning rate (cosine schedule)"):
+    """The options every trainer shares (budget, batch, lr, seed, evaluation size, output,
+    resume, threads); each trainer adds its own to the returned parser."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--minutes", type=float, default=minutes,
+                    help="wall-clock budget, total over resumed sittings")
+    ap.add_argument("--steps", type=int, default=steps, help="max steps")
+    ap.add_argument("--batch", type=int, default=batch)
+    ap.add_argument("--lr", type=float, default=lr, help=lr_help)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--eval-images", type=int, default=eval_images)
+    ap.add_argument("--out", type=Path, default=out)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    return ap
+
+
+def training_device(args) -> torch.device:
+    """Apply ``--threads`` and pick the device: the GPU when there is one."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def start_or_resume(ckpt: Path, model, optim, seed: int, resume: bool):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ..reasoner.diagnosis import Diagnosis, Finding
 from ..reasoner.images import as_rgb_batch
 from ..reasoner.taxonomy import get_type
-from .content import semantic_tokens
+from .content import semantic_phrases, semantic_tokens
 from .network import PriorRestorer, load_restorer
 from .prior import encode_prior_batch
 from .tiling import tiled_apply
@@ -103,8 +103,8 @@ class Restorer:
         return self._text_encoder
 
     def _semantic_tokens(self, diagnosis: Diagnosis | None):
-        if self.model.content is None or diagnosis is None or not (
-                diagnosis.scene or diagnosis.objects):
+        # Checked before touching self.text_encoder, which loads the encoder on first use.
+        if self.model.content is None or not semantic_phrases(diagnosis):
             return None, None
         tokens, mask = semantic_tokens([diagnosis], self.text_encoder)
         if tokens is None:

@@ -190,7 +190,10 @@ def blur_kernel(width: float, motion_length: float, motion_angle: float) -> np.n
         torch = _torch()
         import torch.nn.functional as F
         kt = torch.from_numpy(k)[None, None]
-        pad = g.shape[0] // 2
+        # A *full* convolution: the result must grow by the Gaussian's support. Padding by
+        # half of it (a "same" convolution) cropped the PSF to the motion kernel's size, so a
+        # Gaussian-only blur came out as the 1x1 identity (found 2026-11-22, see issue 3).
+        pad = g.shape[0] - 1
         k = F.conv2d(F.pad(kt, (pad, pad, pad, pad)),
                      torch.from_numpy(g)[None, None])[0, 0].numpy()
     return k / k.sum()

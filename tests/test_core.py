@@ -81,6 +81,25 @@ def test_every_type_synthesises_deterministically(photo, type_name):
     assert truth.types == [type_name] and truth.findings[0].source == "synthesis"
 
 
+@pytest.mark.parametrize("width,length", [(2.0, 0.0), (0.8, 0.0), (0.0, 12.0), (1.5, 10.0)])
+def test_blur_psf_has_the_spread_its_parameters_say(width, length):
+    # Regression: the Gaussian part used to be cropped to the motion kernel's support, so
+    # a Gaussian-only blur was the 1x1 identity and the analyzer never saw real defocus.
+    k = synthesis.blur_kernel(width, length, 0.0).astype(np.float64)
+    assert abs(k.sum() - 1.0) < 1e-5
+    ys, xs = np.mgrid[:k.shape[0], :k.shape[1]]
+    var_x = (k * (xs - (k * xs).sum()) ** 2).sum()
+    var_y = (k * (ys - (k * ys).sum()) ** 2).sum()
+    assert var_y == pytest.approx(width ** 2, rel=0.1, abs=0.05)
+    # a sampled line of length L: variance L^2 / 12 plus the bilinear splat's ~1/6 px^2
+    assert var_x == pytest.approx(width ** 2 + length ** 2 / 12, rel=0.1, abs=0.2)
+
+
+def test_gaussian_only_blur_softens_the_image(photo):
+    out, _ = synthesis.degrade(photo, "blur: width=2", seed=0)
+    assert np.abs(out - photo).mean() > 0.005
+
+
 def test_seed_changes_random_degradations(photo):
     a, _ = synthesis.degrade(photo, "noise: sigma=20", seed=1)
     b, _ = synthesis.degrade(photo, "noise: sigma=20", seed=2)

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..reasoner.analyzer import (AnalyzerConfig, DegradationAnalyzer, decode, make_crops,
-                                 save_analyzer)
+from ..reasoner.analyzer import (AnalyzerConfig, DegradationAnalyzer, decode, load_analyzer,
+                                 make_crops, save_analyzer)
 from ..reasoner.taxonomy import TYPE_NAMES, get_type, param_slots
 from . import training as T
 
@@ -124,11 +124,22 @@ def main(argv=None):
     ap = T.trainer_arguments(__doc__.splitlines()[0], minutes=30.0, steps=100000, batch=16,
                              lr=2e-3, eval_images=240, out=WEIGHTS)
     ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--init", type=Path, default=None,
+                    help="fine-tune from these analyzer weights instead of from scratch")
     args = ap.parse_args(argv)
     device = T.training_device(args)
     train, val = T.load_split("train"), T.load_split("val")
-    config = AnalyzerConfig(width=args.width, max_crops=2)
-    model = DegradationAnalyzer(config).to(device)
+    if args.init is not None:
+        model = load_analyzer(args.init).to(device).train()
+        config = model.config
+        config.max_crops = 2
+    else:
+        config = AnalyzerConfig(width=args.width, max_crops=2)
+        model = DegradationAnalyzer(config).to(device)
+    # The record of the weights we start from, kept as the earlier stage of the new record.
+    init_record = (args.init.with_suffix(".json") if args.init is not None else None)
+    previous = (__import__("json").loads(init_record.read_text())
+                if init_record is not None and init_record.is_file() else None)
     optim = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     ckpt = args.out / "analyzer.ckpt"
     sched, step, rng, extra = T.start_or_resume(ckpt, model, optim, args.seed, args.resume)
@@ -165,7 +176,7 @@ def main(argv=None):
     print(scores)
     config.max_crops = 8  # inference looks at more of a large image than training did
     save_analyzer(model, args.out / "analyzer.safetensors", {"steps": step})
-    T.write_record(args.out / "analyzer.json", {
+    record = {
         "network": "DegradationAnalyzer", "config": {"width": config.width},
         "parameters": sum(p.numel() for p in model.parameters()),
         "data": {"train": "tools/data.py train split (lomiri, lxqt, plasma)",
@@ -176,7 +187,11 @@ def main(argv=None):
         "loss_curve": extra["losses"], "held_out_scores": scores,
         "command": "python -m reason_restore.tools.train_analyzer " +
                    " ".join(argv if argv is not None else __import__("sys").argv[1:]),
-    })
+    }
+    if args.init is not None:
+        record["init"] = str(args.init)
+        record["previous_stage"] = previous
+    T.write_record(args.out / "analyzer.json", record)
     print(f"wrote {args.out / 'analyzer.safetensors'}")
 
 

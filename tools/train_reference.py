@@ -1,11 +1,10 @@
-"""Fine-tune the restorer's reference-aware blocks from the shipped restorer (resumable sketch).
+"""Fine-tune the restorer's reference-aware blocks from the shipped restorer (resumable).
 
     python -m reason_restore.tools.data                 # once: clean photos + patches
-    python -m reason_restore.tools.train_reference --minutes 120
+    python -m reason_restore.tools.train_reference --unfreeze --lr 1e-3 --base-lr 1e-4
 
-NOT RUN YET for the shipped weights (no compute for it so far): the shipped restorer has no
-reference-aware blocks, so Restore ignores a reference until this has been run and its
-result shipped. See docs/diffusion.md for what the run needs and how to judge it.
+The shipped restorer came out of this script (its record, restorer/weights/restorer.json,
+lists every stage and command). docs/diffusion.md says how to judge a run.
 
 What it does
 ------------

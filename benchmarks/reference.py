@@ -175,17 +175,24 @@ def main(argv=None) -> int:
     ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--seed", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "reference.md",
+                    help="where the markdown goes (also printed); '-' prints only")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     t0 = time.time()
-    print(f"# Restorer with vs without a reference\n\n{platform.processor() or platform.machine()}"
-          f", torch {torch.__version__}, CPU, {torch.get_num_threads()} threads.\n")
-    print(f"Command: `python benchmarks/reference.py {' '.join(sys.argv[1:] if argv is None else argv)}`"
-          "\n")
-    print("PSNR in dB (RGB, mean over images).\n")
-    print("\n".join(bench(args)))
-    print(f"\n({time.time() - t0:.1f} s)")
+    cmd = " ".join(sys.argv[1:] if argv is None else argv)
+    text = "\n".join([
+        "# Restorer with vs without a reference", "",
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, CPU, "
+        f"{torch.get_num_threads()} threads.", "",
+        f"Command: `python benchmarks/reference.py {cmd}`", "",
+        "PSNR in dB (RGB, mean over images).", "",
+        *bench(args), "", f"({time.time() - t0:.1f} s)", ""])
+    print(text, end="")
+    if str(args.out) != "-":
+        args.out.write_text(text)
+        print(f"wrote {args.out}")
     return 0
 
 

@@ -72,6 +72,15 @@ def _fixed_batch(patches, n=4):
     return [T.sample_pair(patches, rng, crop=64) for _ in range(n)]
 
 
+def test_training_pairs_are_8_bit_images_like_the_ones_users_have(patches):
+    rng = np.random.default_rng(3)
+    for _ in range(4):
+        clean, degraded, _ = T.sample_pair(patches, rng, clean_fraction=0.0)
+        levels = degraded * 255.0
+        assert np.abs(levels - np.round(levels)).max() < 1e-3
+        assert degraded.dtype == np.float32 and 0.0 <= degraded.min() <= degraded.max() <= 1.0
+
+
 def test_one_restorer_step_lowers_the_loss(patches):
     torch.manual_seed(0)
     model = PriorRestorer(RestorerConfig(width=8, prior_dim=prior_dim(), enc_blocks=(1, 1),

@@ -41,7 +41,15 @@ def sample_pair(patches: np.ndarray, rng: np.random.Generator, crop: int | None 
     clean = patch.astype(np.float32) / 255.0
     spec = [] if rng.random() < clean_fraction else random_spec(rng, max_types=max_types)
     degraded, truth = degrade(clean, spec, seed=int(rng.integers(2**31)))
+    # Every image a user has is stored in 8 bits. Without this rounding the analyzer learnt
+    # "blurred = high-pass exactly zero", and the quantisation floor of a real 8-bit image
+    # hid blur and low resolution from it (presence 0.68 -> 0.32 on held-out moderate blur).
+    degraded = quantize_8bit(degraded)
     return clean, degraded, truth
+
+
+def quantize_8bit(image: np.ndarray) -> np.ndarray:
+    return np.round(image * 255.0).astype(np.float32) / np.float32(255.0)
 
 
 def to_chw(batch: list[np.ndarray]) -> torch.Tensor:

@@ -58,7 +58,7 @@ sys.path.insert(0, str(HERE))  # heldout.py and classical.py, also when imported
 import classical  # noqa: E402
 import heldout  # noqa: E402  (imports the pack)
 
-from reason_restore.reasoner.synthesis import Step  # noqa: E402
+from reason_restore.reasoner.synthesis import Step, quantise  # noqa: E402
 from reason_restore.reasoner.taxonomy import TYPE_NAMES, get_type  # noqa: E402
 
 DEFAULT_OUT = HERE / "results" / "restoration.md"
@@ -90,11 +90,6 @@ def ssim(img: np.ndarray, ref: np.ndarray) -> float:
     """SSIM (Wang et al. 2004, 11x11 Gaussian window, sigma 1.5) on the BT.601 luma."""
     from reason_restore.restorer.metrics import ssim as _ssim
     return float(_ssim(_batch(img), _batch(ref))[0])
-
-
-def quantise(img: np.ndarray) -> np.ndarray:
-    """Round to 8 bits, as a saved photo is."""
-    return (np.round(np.clip(img, 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)
 
 
 def timed(fn):

@@ -121,6 +121,11 @@ def ground_truth(steps: Sequence[Step]) -> Diagnosis:
                                    observation="Synthetic degradation of a clean photograph.")
 
 
+def quantise(img: np.ndarray) -> np.ndarray:
+    """Round to 8 bits, as a saved photo is (training pairs and benchmarks both use this)."""
+    return (np.round(np.clip(img, 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)
+
+
 def degrade(image: np.ndarray, spec, seed: int = 0) -> tuple[np.ndarray, Diagnosis]:
     """Apply ``spec`` to ``image`` (H x W x 3 float in [0, 1]); same seed -> same output."""
     image = np.asarray(image, dtype=np.float32)

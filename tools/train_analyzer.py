@@ -11,6 +11,7 @@ training record beside it; ``--resume`` continues from the checkpoint.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -137,9 +138,9 @@ def main(argv=None):
         config = AnalyzerConfig(width=args.width, max_crops=2)
         model = DegradationAnalyzer(config).to(device)
     # The record of the weights we start from, kept as the earlier stage of the new record.
-    init_record = (args.init.with_suffix(".json") if args.init is not None else None)
-    previous = (__import__("json").loads(init_record.read_text())
-                if init_record is not None and init_record.is_file() else None)
+    init_record = args.init.with_suffix(".json") if args.init is not None else None
+    previous = (json.loads(init_record.read_text())
+                if init_record and init_record.is_file() else None)
     optim = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     ckpt = args.out / "analyzer.ckpt"
     sched, step, rng, extra = T.start_or_resume(ckpt, model, optim, args.seed, args.resume)

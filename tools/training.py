@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..reasoner.synthesis import degrade, random_spec
+from ..reasoner.synthesis import degrade, quantise, random_spec
 from . import data as data_mod
 
 CLEAN_FRACTION = 0.1  # some clean inputs, so "nothing to fix" is a learnt answer
@@ -44,12 +44,7 @@ def sample_pair(patches: np.ndarray, rng: np.random.Generator, crop: int | None 
     # Every image a user has is stored in 8 bits. Without this rounding the analyzer learnt
     # "blurred = high-pass exactly zero", and the quantisation floor of a real 8-bit image
     # hid blur and low resolution from it (presence 0.68 -> 0.32 on held-out moderate blur).
-    degraded = quantize_8bit(degraded)
-    return clean, degraded, truth
-
-
-def quantize_8bit(image: np.ndarray) -> np.ndarray:
-    return np.round(image * 255.0).astype(np.float32) / np.float32(255.0)
+    return clean, quantise(degraded), truth
 
 
 def to_chw(batch: list[np.ndarray]) -> torch.Tensor:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,12 @@ def loss_fn(out, presence, slot_t, slot_m):
     return loss + torch.stack(slot_losses).mean()
 
 
+def analyzer_batch(rng: np.random.Generator, patches: np.ndarray, batch: int):
+    """One training batch on the CPU: degraded images [B, 3, S, S] and their targets."""
+    samples = [T.sample_pair(patches, rng) for _ in range(batch)]
+    return T.to_chw([d for _, d, _ in samples]), targets([tr for _, _, tr in samples], "cpu")
+
+
 def batch_crops(images, config: AnalyzerConfig) -> torch.Tensor:
     return torch.stack([make_crops(img, config.crop, config.max_crops) for img in images])
 
@@ -143,36 +150,40 @@ def main(argv=None):
                 if init_record and init_record.is_file() else None)
     optim = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     ckpt = args.out / "analyzer.ckpt"
-    sched, step, rng, extra = T.start_or_resume(ckpt, model, optim, args.seed, args.resume)
+    sched, step, extra = T.start_or_resume(ckpt, model, optim, args.resume)
     eval_set = T.fixed_eval_set(val, args.eval_images, seed=1234)
     start, elapsed0 = time.time(), extra["elapsed"]
     budget = args.minutes * 60  # total over all sittings (resumes continue the schedule)
     running = []
-    while step < args.steps and elapsed0 + time.time() - start < budget:
+    stream = T.batches(partial(analyzer_batch, patches=train, batch=args.batch),
+                       args.seed, step, args.steps, args.workers)
+    for imgs, (presence, slot_t, slot_m) in stream:
+        if elapsed0 + time.time() - start >= budget:
+            break
         lr = T.cosine_lr(args.lr, step, args.steps, elapsed0 + time.time() - start, budget)
         for g in optim.param_groups:
             g["lr"] = lr
-        samples = [T.sample_pair(train, rng) for _ in range(args.batch)]
-        imgs = T.to_chw([d for _, d, _ in samples]).to(device)
+        imgs, presence = imgs.to(device), presence.to(device)
+        slot_t, slot_m = [t.to(device) for t in slot_t], [m.to(device) for m in slot_m]
         with T.autocast(device):
             out = model(batch_crops(imgs, config))
-            loss = loss_fn(out, *targets([tr for _, _, tr in samples], device))
+            loss = loss_fn(out, presence, slot_t, slot_m)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optim.step()
         step += 1
-        running.append(float(loss.detach()))
+        running.append(loss.detach())  # no .item() here: it would wait for the GPU every step
         if step % 50 == 0:
-            extra["losses"].append([step, round(float(np.mean(running)), 4)])
-            print(f"step {step} loss {np.mean(running):.4f} ({time.time() - start:.0f} s)",
-                  flush=True)
+            mean = float(torch.stack(running).mean())
+            extra["losses"].append([step, round(mean, 4)])
+            print(f"step {step} loss {mean:.4f} ({time.time() - start:.0f} s)", flush=True)
             running = []
         if step % 500 == 0:
             extra["elapsed"] = elapsed0 + time.time() - start
-            T.save_checkpoint(ckpt, model, optim, sched, step, rng, extra)
+            T.save_checkpoint(ckpt, model, optim, sched, step, extra)
     extra["elapsed"] = elapsed0 + time.time() - start
-    T.save_checkpoint(ckpt, model, optim, sched, step, rng, extra)
+    T.save_checkpoint(ckpt, model, optim, sched, step, extra)
     scores = evaluate(model, eval_set, config, device)
     print(scores)
     config.max_crops = 8  # inference looks at more of a large image than training did

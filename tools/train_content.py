@@ -115,7 +115,7 @@ def main(argv=None):
         p.requires_grad_(True)
     optim = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4, betas=(0.9, 0.99))
     ckpt = args.out / f"{OUT_NAME}.ckpt"
-    sched, step, rng, extra = T.start_or_resume(ckpt, model, optim, args.seed, args.resume)
+    sched, step, extra = T.start_or_resume(ckpt, model, optim, args.resume)
     eval_rng = np.random.default_rng(4321)
     eval_set = [sample(val, eval_rng, 128) for _ in range(args.eval_images)]
     before = evaluate(model, eval_set, val_tok, val_mask, device)
@@ -125,6 +125,7 @@ def main(argv=None):
         for g in optim.param_groups:
             g["lr"] = T.cosine_lr(args.lr, step, args.steps, elapsed0 + time.time() - start,
                                   budget)
+        rng = np.random.default_rng([args.seed, step])  # as training.batches seeds a batch
         batch = [sample(train, rng, args.crop) for _ in range(args.batch)]
         idx = [i for i, _ in batch]
         clean = T.to_chw([c for _, (c, _, _) in batch]).to(device)
@@ -147,9 +148,9 @@ def main(argv=None):
             running = []
         if step % 250 == 0:
             extra["elapsed"] = elapsed0 + time.time() - start
-            T.save_checkpoint(ckpt, model, optim, sched, step, rng, extra)
+            T.save_checkpoint(ckpt, model, optim, sched, step, extra)
     extra["elapsed"] = elapsed0 + time.time() - start
-    T.save_checkpoint(ckpt, model, optim, sched, step, rng, extra)
+    T.save_checkpoint(ckpt, model, optim, sched, step, extra)
     after = evaluate(model, eval_set, val_tok, val_mask, device)
     print(f"step {step}: {after}", flush=True)
     record = {"stage": "content-aware block (semantics), rest frozen", "init": str(args.init),

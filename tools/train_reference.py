@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,7 @@ import torch.nn.functional as F
 from ..restorer.network import PriorRestorer, grown_copy, load_restorer, save_restorer
 from ..restorer.prior import encode_prior_batch
 from . import training as T
-from .train_restorer import perturb, psnr, restoration_loss
+from .train_restorer import psnr, restorer_batch, restoration_loss, severity_reward
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "restorer" / "weights"
 OUT_NAME = "restorer_reference"
@@ -115,6 +116,16 @@ def mixed_references(clean, patches, rng, p_good: float, p_poor: float):
     return torch.where(pick.to(clean.device)[:, None, None, None], good, poor)
 
 
+def reference_batch(rng: np.random.Generator, patches: np.ndarray, batch: int, crop: int,
+                    p_good: float, p_poor: float, p_none: float):
+    """:func:`.train_restorer.restorer_batch` plus references (None: a batch without one)."""
+    clean, deg, prior, severity = restorer_batch(rng, patches, batch, crop)
+    reference = None
+    if rng.random() >= p_none:
+        reference = mixed_references(clean, patches, rng, p_good, p_poor)
+    return clean, deg, prior, severity, reference
+
+
 # --- model ------------------------------------------------------------------------------------
 
 def reference_model_from(init: Path) -> PriorRestorer:
@@ -162,6 +173,12 @@ def main(argv=None):
     ap.add_argument("--patches", type=Path, default=None,
                     help="uint8 [N, S, S, 3] .npy used for both train and eval (tests)")
     ap.add_argument("--eval-every", type=int, default=500)
+    ap.add_argument("--reward", type=float, default=0.0,
+                    help="weight of the severity reward (the frozen analyzer's residual "
+                         "severity of the output); 0 = plain losses")
+    ap.add_argument("--analyzer", type=Path, default=None,
+                    help="frozen analyzer for the reward (default: the shipped one)")
+    ap.add_argument("--out-name", default=OUT_NAME, help="file stem of the outputs")
     args = ap.parse_args(argv)
     if not args.init.is_file():
         raise SystemExit(f"--init {args.init}: no restorer weights to start from; train the "
@@ -185,8 +202,14 @@ def main(argv=None):
             p.requires_grad_(True)
     base_lrs = [g["lr"] for g in groups]
     optim = torch.optim.AdamW(groups, weight_decay=1e-4, betas=(0.9, 0.99))
-    ckpt = args.out / f"{OUT_NAME}.ckpt"
-    sched, step, rng, extra = T.start_or_resume(ckpt, model, optim, args.seed, args.resume)
+    critic = None
+    if args.reward > 0:
+        from ..reasoner.analyzer import load_analyzer
+        from ..reasoner.engine import DEFAULT_ANALYZER
+        critic = load_analyzer(args.analyzer or DEFAULT_ANALYZER).to(device).eval()
+        critic.requires_grad_(False)
+    ckpt = args.out / f"{args.out_name}.ckpt"
+    sched, step, extra = T.start_or_resume(ckpt, model, optim, args.resume)
     crop = min(args.crop, train.shape[1])
     eval_set = T.fixed_eval_set(val, args.eval_images, seed=4321, crop=min(128, val.shape[1]))
     first_eval = evaluate(model, eval_set, val, device)
@@ -194,48 +217,52 @@ def main(argv=None):
     start, elapsed0 = time.time(), extra["elapsed"]
     budget = args.minutes * 60
     running = []
-    while step < args.steps and elapsed0 + time.time() - start < budget:
+    # A batch without a reference only teaches the base network, which is frozen unless
+    # --unfreeze (and with it frozen such a batch has nothing to differentiate).
+    make = partial(reference_batch, patches=train, batch=args.batch, crop=crop,
+                   p_good=args.p_good, p_poor=args.p_poor,
+                   p_none=args.p_none if args.unfreeze else 0.0)
+    for clean, deg, prior, severity, reference in T.batches(make, args.seed, step, args.steps,
+                                                            args.workers):
+        if elapsed0 + time.time() - start >= budget:
+            break
         for g, base in zip(optim.param_groups, base_lrs):
             g["lr"] = T.cosine_lr(base, step, args.steps, elapsed0 + time.time() - start, budget)
-        samples = [T.sample_pair(train, rng, crop=crop) for _ in range(args.batch)]
-        clean = T.to_chw([c for c, _, _ in samples]).to(device)
-        deg = T.to_chw([d for _, d, _ in samples]).to(device)
-        prior = encode_prior_batch([perturb(tr, rng) for _, _, tr in samples], device)
-        severity = torch.tensor([tr.overall_severity for _, _, tr in samples], device=device)
-        reference = None
-        # A batch without a reference only teaches the base network, which is frozen unless
-        # --unfreeze (and with it frozen such a batch has nothing to differentiate).
-        if not args.unfreeze or rng.random() >= args.p_none:
-            reference = mixed_references(clean, train, rng, args.p_good, args.p_poor)
+        clean, deg, prior, severity = (t.to(device) for t in (clean, deg, prior, severity))
+        reference = reference.to(device) if reference is not None else None
         with T.autocast(device):
             out = model(deg, prior, reference=reference)
             loss = restoration_loss(out, clean, severity)
+            if critic is not None:
+                loss = loss + args.reward * severity_reward(critic, out).mean()
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
         optim.step()
         step += 1
-        running.append(float(loss.detach()))
+        running.append(loss.detach())  # no .item() here: it would wait for the GPU every step
         if step % 50 == 0:
-            extra["losses"].append([step, float(np.mean(running))])
-            print(f"step {step} loss {np.mean(running):.4f}")
+            mean = float(torch.stack(running).mean())
+            extra["losses"].append([step, round(mean, 5)])
+            print(f"step {step} loss {mean:.4f} ({time.time() - start:.0f} s)", flush=True)
             running = []
         if step % args.eval_every == 0:
             extra["elapsed"] = elapsed0 + time.time() - start
-            T.save_checkpoint(ckpt, model, optim, sched, step, rng, extra)
+            T.save_checkpoint(ckpt, model, optim, sched, step, extra)
     extra["elapsed"] = elapsed0 + time.time() - start
-    T.save_checkpoint(ckpt, model, optim, sched, step, rng, extra)
+    T.save_checkpoint(ckpt, model, optim, sched, step, extra)
     final = evaluate(model, eval_set, val, device)
     print(f"step {step}: {final}")
     record = {"steps": step, "elapsed_s": round(extra["elapsed"], 1), "init": str(args.init),
               "device": T.device_name(device),
               "precision": T.precision_name(device), "unfreeze": args.unfreeze,
               "p_good": args.p_good, "p_poor": args.p_poor, "p_none": args.p_none,
+              "reward": args.reward, "seed": args.seed, "batch": args.batch, "crop": crop,
               "eval_before": first_eval, "eval_after": final,
               "losses": extra["losses"][-20:]}
-    save_restorer(model.eval().cpu(), args.out / f"{OUT_NAME}.safetensors",
+    save_restorer(model.eval().cpu(), args.out / f"{args.out_name}.safetensors",
                   metadata={"training": record})
-    T.write_record(args.out / f"{OUT_NAME}.json", record)
+    T.write_record(args.out / f"{args.out_name}.json", record)
     if not all(math.isfinite(v) for v in (final["no_reference_psnr"],)):
         raise SystemExit("training diverged (non-finite PSNR)")
     return record

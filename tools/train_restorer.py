@@ -12,6 +12,7 @@ blind). Loss: L1 + an L1 on FFT amplitudes (sharpness) weighted up for severe sa
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,17 @@ def perturb(d: Diagnosis, rng: np.random.Generator) -> Diagnosis | None:
                   for k, v in f.params.items()}
         findings.append(Finding.from_params(f.type, params, f.confidence, f.source))
     return Diagnosis.from_findings(findings)
+
+
+def restorer_batch(rng: np.random.Generator, patches: np.ndarray, batch: int, crop: int):
+    """One training batch on the CPU: clean and degraded [B, 3, crop, crop], the perturbed
+    diagnosis encoded as the prior [B, P], and the true overall severity [B]."""
+    samples = [T.sample_pair(patches, rng, crop=crop) for _ in range(batch)]
+    clean = T.to_chw([c for c, _, _ in samples])
+    deg = T.to_chw([d for _, d, _ in samples])
+    prior = encode_prior_batch([perturb(tr, rng) for _, _, tr in samples])
+    severity = torch.tensor([tr.overall_severity for _, _, tr in samples])
+    return clean, deg, prior, severity
 
 
 def frequency_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -90,6 +102,10 @@ def main(argv=None):
                              lr=1e-3, eval_images=96, out=WEIGHTS)
     ap.add_argument("--crop", type=int, default=96)
     ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--enc-blocks", type=int, nargs="+", default=None,
+                    help="blocks per encoder level (default: RestorerConfig's)")
+    ap.add_argument("--middle-blocks", type=int, default=None)
+    ap.add_argument("--dec-blocks", type=int, nargs="+", default=None)
     ap.add_argument("--init", type=Path, default=None,
                     help="start from these restorer weights (e.g. the shipped ones) instead of "
                          "random; the reward stage starts from the stage-1 model")
@@ -100,7 +116,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
     device = T.training_device(args)
     train, val = T.load_split("train"), T.load_split("val")
-    config = RestorerConfig(width=args.width, prior_dim=prior_dim())
+    shape = {k: v for k, v in (("enc_blocks", args.enc_blocks),
+                               ("middle_blocks", args.middle_blocks),
+                               ("dec_blocks", args.dec_blocks)) if v is not None}
+    config = RestorerConfig(width=args.width, prior_dim=prior_dim(), **shape)
     model = PriorRestorer(config).to(device)
     if args.init:
         from ..restorer.network import load_restorer
@@ -114,20 +133,21 @@ def main(argv=None):
     optim = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4,
                               betas=(0.9, 0.99))
     ckpt = args.out / "restorer.ckpt"
-    sched, step, rng, extra = T.start_or_resume(ckpt, model, optim, args.seed, args.resume)
+    sched, step, extra = T.start_or_resume(ckpt, model, optim, args.resume)
     eval_set = T.fixed_eval_set(val, args.eval_images, seed=4321, crop=128)
     start, elapsed0 = time.time(), extra["elapsed"]
     budget = args.minutes * 60  # total over all sittings (resumes continue the schedule)
     running = []
-    while step < args.steps and elapsed0 + time.time() - start < budget:
+    stream = T.batches(partial(restorer_batch, patches=train, batch=args.batch, crop=args.crop),
+                       args.seed, step, args.steps, args.workers)
+    for clean, deg, prior, severity in stream:
+        if elapsed0 + time.time() - start >= budget:
+            break
         lr = T.cosine_lr(args.lr, step, args.steps, elapsed0 + time.time() - start, budget)
         for g in optim.param_groups:
             g["lr"] = lr
-        samples = [T.sample_pair(train, rng, crop=args.crop) for _ in range(args.batch)]
-        clean = T.to_chw([c for c, _, _ in samples]).to(device)
-        deg = T.to_chw([d for _, d, _ in samples]).to(device)
-        prior = encode_prior_batch([perturb(tr, rng) for _, _, tr in samples], device)
-        severity = torch.tensor([tr.overall_severity for _, _, tr in samples], device=device)
+        clean, deg, prior, severity = (t.to(device, non_blocking=True)
+                                       for t in (clean, deg, prior, severity))
         with T.autocast(device):
             out = model(deg, prior)
             loss = restoration_loss(out, clean, severity)
@@ -138,17 +158,17 @@ def main(argv=None):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
         optim.step()
         step += 1
-        running.append(float(loss.detach()))
+        running.append(loss.detach())  # no .item() here: it would wait for the GPU every step
         if step % 50 == 0:
-            extra["losses"].append([step, round(float(np.mean(running)), 5)])
-            print(f"step {step} loss {np.mean(running):.4f} ({time.time() - start:.0f} s)",
-                  flush=True)
+            mean = float(torch.stack(running).mean())
+            extra["losses"].append([step, round(mean, 5)])
+            print(f"step {step} loss {mean:.4f} ({time.time() - start:.0f} s)", flush=True)
             running = []
         if step % 250 == 0:
             extra["elapsed"] = elapsed0 + time.time() - start
-            T.save_checkpoint(ckpt, model, optim, sched, step, rng, extra)
+            T.save_checkpoint(ckpt, model, optim, sched, step, extra)
     extra["elapsed"] = elapsed0 + time.time() - start
-    T.save_checkpoint(ckpt, model, optim, sched, step, rng, extra)
+    T.save_checkpoint(ckpt, model, optim, sched, step, extra)
     scores = evaluate(model, eval_set, device)
     print(scores, flush=True)
     save_restorer(model, args.out / "restorer.safetensors", {"steps": step})

@@ -1,8 +1,10 @@
 """What both trainers share: on-the-fly degraded/clean pairs, checkpoints, training records.
 
-Pairs are synthesised on the fly from the cached clean patches (``tools/data.py``), with a
-seed per sample drawn from one generator, so no pair is seen twice and a run is reproducible
-from its seed and step.
+Pairs are synthesised on the fly from the cached clean patches (``tools/data.py``). Batch
+number ``step`` is drawn from a generator seeded by ``(seed, step)`` alone
+(:func:`batches`), so no pair is seen twice, a run is reproducible from its seed, a resumed run
+continues the same stream, and the batches are the same however many worker processes
+synthesise them (``--workers``: on a GPU machine the CPU-side synthesis is the bottleneck).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from ..reasoner.synthesis import degrade, quantise, random_spec
 from . import data as data_mod
@@ -47,6 +50,36 @@ def sample_pair(patches: np.ndarray, rng: np.random.Generator, crop: int | None 
     return clean, quantise(degraded), truth
 
 
+class _SeededBatches(Dataset):
+    """Item ``step`` = ``make_batch(np.random.default_rng([seed, step]))``."""
+
+    def __init__(self, make_batch, seed: int):
+        self.make_batch, self.seed = make_batch, seed
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, step: int):
+        return self.make_batch(np.random.default_rng([self.seed, int(step)]))
+
+
+def _one_thread(_worker_id: int) -> None:
+    # Each worker synthesises one batch at a time; torch's own threads would only contend
+    # with the other workers (and the synthesiser convolves with torch).
+    torch.set_num_threads(1)
+
+
+def batches(make_batch, seed: int, start: int, stop: int, workers: int = 0):
+    """Batches ``start, start+1, ... stop-1``, each made by ``make_batch(rng)`` from a generator
+    seeded by ``(seed, step)``; ``workers`` > 0 makes them in that many processes, ahead of
+    the training loop, in the same order and with the same contents as ``workers=0``."""
+    dataset = _SeededBatches(make_batch, seed)
+    if workers <= 0:
+        return (dataset[s] for s in range(start, stop))
+    return iter(DataLoader(dataset, batch_size=None, sampler=range(start, stop),
+                           num_workers=workers, worker_init_fn=_one_thread, prefetch_factor=4))
+
+
 def to_chw(batch: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(batch).transpose(0, 3, 1, 2).copy())
 
@@ -66,22 +99,19 @@ def manifest_sha() -> str:
     return manifest.get("manifest_sha256", "")
 
 
-def save_checkpoint(path: Path, model, optim, sched, step: int, rng: np.random.Generator,
-                    extra: dict) -> None:
+def save_checkpoint(path: Path, model, optim, sched, step: int, extra: dict) -> None:
     # A training checkpoint is ours and never shipped; still loaded with weights_only below.
+    # No data-RNG state: batch ``step`` is seeded by (seed, step) alone (:func:`batches`).
     torch.save({"model": model.state_dict(), "optim": optim.state_dict(),
-                "sched": sched.state_dict(), "step": step,
-                "rng": json.dumps(rng.bit_generator.state), "extra": json.dumps(extra)}, path)
+                "sched": sched.state_dict(), "step": step, "extra": json.dumps(extra)}, path)
 
 
-def load_checkpoint(path: Path, model, optim, sched) -> tuple[int, np.random.Generator, dict]:
+def load_checkpoint(path: Path, model, optim, sched) -> tuple[int, dict]:
     ck = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(ck["model"])
     optim.load_state_dict(ck["optim"])
     sched.load_state_dict(ck["sched"])
-    rng = np.random.default_rng()
-    rng.bit_generator.state = json.loads(ck["rng"])
-    return int(ck["step"]), rng, json.loads(ck["extra"])
+    return int(ck["step"]), json.loads(ck["extra"])
 
 
 def trainer_arguments(description: str, *, minutes: float, steps: int, batch: int,
@@ -100,6 +130,8 @@ def trainer_arguments(description: str, *, minutes: float, steps: int, batch: in
     ap.add_argument("--out", type=Path, default=out)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="processes synthesising training pairs ahead of the loop (0: inline)")
     return ap
 
 
@@ -110,18 +142,18 @@ def training_device(args) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def start_or_resume(ckpt: Path, model, optim, seed: int, resume: bool):
+def start_or_resume(ckpt: Path, model, optim, resume: bool):
     """What every trainer does before its loop: a constant scheduler (the lr is set by hand
     each step from :func:`cosine_lr`), the output folder, and either a fresh start or the
-    state of ``ckpt`` (model, optimiser, data RNG, elapsed time, losses).
-    Returns ``(sched, step, rng, extra)``."""
+    state of ``ckpt`` (model, optimiser, step, elapsed time, losses).
+    Returns ``(sched, step, extra)``."""
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: 1.0)
     ckpt.parent.mkdir(parents=True, exist_ok=True)
-    step, rng, extra = 0, np.random.default_rng(seed), {"elapsed": 0.0, "losses": []}
+    step, extra = 0, {"elapsed": 0.0, "losses": []}
     if resume and ckpt.exists():
-        step, rng, extra = load_checkpoint(ckpt, model, optim, sched)
+        step, extra = load_checkpoint(ckpt, model, optim, sched)
         print(f"resumed at step {step}")
-    return sched, step, rng, extra
+    return sched, step, extra
 
 
 def cosine_lr(base: float, step: int, max_steps: int, elapsed: float, budget: float,

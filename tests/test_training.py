@@ -188,3 +188,11 @@ def test_mixed_precision_only_on_gpu():
         ctx = T.autocast(torch.device("cuda"))
     assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
     assert T.precision_name(torch.device("cuda")) == "bfloat16 autocast"
+
+
+def test_loss_log_keeps_the_mean_of_each_window(capsys):
+    running, extra = [], {"losses": []}
+    for step, value in enumerate((1.0, 3.0, 5.0, 7.0), start=1):
+        T.log_loss(running, torch.tensor(value), step, extra, start=0.0, every=2)
+    assert extra["losses"] == [[2, 2.0], [4, 6.0]] and running == []
+    assert "step 4 loss 6.0000" in capsys.readouterr().out

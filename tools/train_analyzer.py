@@ -173,12 +173,7 @@ def main(argv=None):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optim.step()
         step += 1
-        running.append(loss.detach())  # no .item() here: it would wait for the GPU every step
-        if step % 50 == 0:
-            mean = float(torch.stack(running).mean())
-            extra["losses"].append([step, round(mean, 4)])
-            print(f"step {step} loss {mean:.4f} ({time.time() - start:.0f} s)", flush=True)
-            running = []
+        T.log_loss(running, loss, step, extra, start, ndigits=4)
         if step % 500 == 0:
             extra["elapsed"] = elapsed0 + time.time() - start
             T.save_checkpoint(ckpt, model, optim, sched, step, extra)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,17 @@ def sample(patches, rng, crop):
     """(patch index, (clean, degraded, truth)): the index carries the patch's semantics."""
     i = int(rng.integers(len(patches)))
     return i, T.sample_pair(patches[i:i + 1], rng, crop=crop)
+
+
+def content_batch(rng: np.random.Generator, patches: np.ndarray, batch: int, crop: int):
+    """:func:`.train_restorer.restorer_batch` plus the patch indices (they pick the semantics)."""
+    pairs = [sample(patches, rng, crop) for _ in range(batch)]
+    idx = torch.tensor([i for i, _ in pairs])
+    clean = T.to_chw([c for _, (c, _, _) in pairs])
+    deg = T.to_chw([d for _, (_, d, _) in pairs])
+    prior = encode_prior_batch([perturb(t, rng) for _, (_, _, t) in pairs])
+    severity = torch.tensor([t.overall_severity for _, (_, _, t) in pairs])
+    return idx, clean, deg, prior, severity
 
 
 @torch.no_grad()
@@ -121,17 +133,15 @@ def main(argv=None):
     before = evaluate(model, eval_set, val_tok, val_mask, device)
     print(f"step {step}: {before}", flush=True)
     start, elapsed0, budget, running = time.time(), extra["elapsed"], args.minutes * 60, []
-    while step < args.steps and elapsed0 + time.time() - start < budget:
+    make = partial(content_batch, patches=train, batch=args.batch, crop=args.crop)
+    for idx, clean, deg, prior, severity in T.batches(make, args.seed, step, args.steps,
+                                                      args.workers):
+        if elapsed0 + time.time() - start >= budget:
+            break
         for g in optim.param_groups:
             g["lr"] = T.cosine_lr(args.lr, step, args.steps, elapsed0 + time.time() - start,
                                   budget)
-        rng = np.random.default_rng([args.seed, step])  # as training.batches seeds a batch
-        batch = [sample(train, rng, args.crop) for _ in range(args.batch)]
-        idx = [i for i, _ in batch]
-        clean = T.to_chw([c for _, (c, _, _) in batch]).to(device)
-        deg = T.to_chw([d for _, (_, d, _) in batch]).to(device)
-        prior = encode_prior_batch([perturb(t, rng) for _, (_, _, t) in batch], device)
-        severity = torch.tensor([t.overall_severity for _, (_, _, t) in batch], device=device)
+        clean, deg, prior, severity = (t.to(device) for t in (clean, deg, prior, severity))
         with T.autocast(device):
             out = model(deg, prior, text_tokens=train_tok[idx].to(device),
                         text_mask=train_mask[idx].to(device))
@@ -141,11 +151,7 @@ def main(argv=None):
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optim.step()
         step += 1
-        running.append(float(loss.detach()))
-        if step % 50 == 0:
-            extra["losses"].append([step, round(float(np.mean(running)), 5)])
-            print(f"step {step} loss {np.mean(running):.4f}", flush=True)
-            running = []
+        T.log_loss(running, loss, step, extra, start)
         if step % 250 == 0:
             extra["elapsed"] = elapsed0 + time.time() - start
             T.save_checkpoint(ckpt, model, optim, sched, step, extra)

@@ -240,12 +240,7 @@ def main(argv=None):
         torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
         optim.step()
         step += 1
-        running.append(loss.detach())  # no .item() here: it would wait for the GPU every step
-        if step % 50 == 0:
-            mean = float(torch.stack(running).mean())
-            extra["losses"].append([step, round(mean, 5)])
-            print(f"step {step} loss {mean:.4f} ({time.time() - start:.0f} s)", flush=True)
-            running = []
+        T.log_loss(running, loss, step, extra, start)
         if step % args.eval_every == 0:
             extra["elapsed"] = elapsed0 + time.time() - start
             T.save_checkpoint(ckpt, model, optim, sched, step, extra)

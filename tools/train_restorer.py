@@ -146,8 +146,7 @@ def main(argv=None):
         lr = T.cosine_lr(args.lr, step, args.steps, elapsed0 + time.time() - start, budget)
         for g in optim.param_groups:
             g["lr"] = lr
-        clean, deg, prior, severity = (t.to(device, non_blocking=True)
-                                       for t in (clean, deg, prior, severity))
+        clean, deg, prior, severity = (t.to(device) for t in (clean, deg, prior, severity))
         with T.autocast(device):
             out = model(deg, prior)
             loss = restoration_loss(out, clean, severity)
@@ -158,12 +157,7 @@ def main(argv=None):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
         optim.step()
         step += 1
-        running.append(loss.detach())  # no .item() here: it would wait for the GPU every step
-        if step % 50 == 0:
-            mean = float(torch.stack(running).mean())
-            extra["losses"].append([step, round(mean, 5)])
-            print(f"step {step} loss {mean:.4f} ({time.time() - start:.0f} s)", flush=True)
-            running = []
+        T.log_loss(running, loss, step, extra, start)
         if step % 250 == 0:
             extra["elapsed"] = elapsed0 + time.time() - start
             T.save_checkpoint(ckpt, model, optim, sched, step, extra)

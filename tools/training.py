@@ -80,6 +80,18 @@ def batches(make_batch, seed: int, start: int, stop: int, workers: int = 0):
                            num_workers=workers, worker_init_fn=_one_thread, prefetch_factor=4))
 
 
+def log_loss(running: list, loss: torch.Tensor, step: int, extra: dict, start: float,
+             every: int = 50, ndigits: int = 5) -> None:
+    """Keep ``loss`` in ``running`` (no ``.item()`` per step: it would wait for the GPU); every
+    ``every`` steps append the mean to ``extra["losses"]``, print it and empty ``running``."""
+    running.append(loss.detach())
+    if step % every == 0:
+        mean = float(torch.stack(running).mean())
+        extra["losses"].append([step, round(mean, ndigits)])
+        print(f"step {step} loss {mean:.4f} ({time.time() - start:.0f} s)", flush=True)
+        running.clear()
+
+
 def to_chw(batch: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(batch).transpose(0, 3, 1, 2).copy())
 

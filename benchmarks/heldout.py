@@ -97,12 +97,13 @@ def heldout_dir(cache: Path | None = None) -> Path:
     return cache / "photos" / held[0]
 
 
-def photos(n: int = 8, size: int = 512, cache: Path | None = None) -> list[np.ndarray]:
-    """``n`` held-out photos (sorted by name), centre-cropped to ``size`` (or smaller when a
-    photo is), as H x W x 3 float32 in [0, 1]."""
+def photos(n: int = 8, size: int = 512, cache: Path | None = None,
+           folder: Path | None = None) -> list[np.ndarray]:
+    """``n`` held-out photos (sorted by name; or of another ``folder``), centre-cropped to
+    ``size`` (or smaller when a photo is), as H x W x 3 float32 in [0, 1]."""
     from PIL import Image
     out = []
-    for p in sorted(heldout_dir(cache).glob("*.png"))[:n]:
+    for p in sorted((folder or heldout_dir(cache)).glob("*.png"))[:n]:
         with Image.open(p) as img:
             a = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
         h, w = a.shape[:2]

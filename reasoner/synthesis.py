@@ -146,16 +146,23 @@ def _torch():
     return torch
 
 
+def convolve_tensor(x, kernel):
+    """``[B, C, H, W]`` tensor convolved ("same" size, reflect-padded) with a 2-D kernel
+    tensor: the blur of the synthesiser, and the forward model that restorer/consistency.py
+    inverts."""
+    import torch.nn.functional as F
+    ph, pw = kernel.shape[0] // 2, kernel.shape[1] // 2
+    mode = "reflect" if ph < x.shape[-2] and pw < x.shape[-1] else "replicate"
+    x = F.pad(x, (pw, pw, ph, ph), mode=mode)
+    c = x.shape[1]
+    return F.conv2d(x, kernel.to(x)[None, None].expand(c, 1, -1, -1), groups=c)
+
+
 def _convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     torch = _torch()
-    import torch.nn.functional as F
     k = torch.from_numpy(np.ascontiguousarray(kernel, dtype=np.float32))
     x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
-    ph, pw = k.shape[0] // 2, k.shape[1] // 2
-    mode = "reflect" if ph < x.shape[2] and pw < x.shape[3] else "replicate"
-    x = F.pad(x, (pw, pw, ph, ph), mode=mode)
-    y = F.conv2d(x, k[None, None].expand(3, 1, -1, -1), groups=3)
-    return y[0].numpy().transpose(1, 2, 0)
+    return convolve_tensor(x, k)[0].numpy().transpose(1, 2, 0)
 
 
 def line_kernel(length: float, angle_deg: float, from_vertical: bool = False) -> np.ndarray:
@@ -224,12 +231,21 @@ def _jpeg(img, p, rng):
     return np.asarray(Image.open(buf).convert("RGB"), dtype=np.float32) / 255.0
 
 
+def resize_tensor(x, h: int, w: int):
+    """The synthesiser's resampling of a ``[B, C, H, W]`` tensor (antialiased bicubic)."""
+    import torch.nn.functional as F
+    return F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
+
+
+def low_resolution_size(h: int, w: int, scale: float) -> tuple[int, int]:
+    """Size of the small image that ``low_resolution`` at ``scale`` goes through."""
+    return max(1, round(h / scale)), max(1, round(w / scale))
+
+
 def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
     torch = _torch()
-    import torch.nn.functional as F
     x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]
-    y = F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
-    return y[0].numpy().transpose(1, 2, 0)
+    return resize_tensor(x, h, w)[0].numpy().transpose(1, 2, 0)
 
 
 def _low_resolution(img, p, rng):
@@ -237,7 +253,7 @@ def _low_resolution(img, p, rng):
     if s <= 1.0:
         return img
     h, w = img.shape[:2]
-    small = _resize(img, max(1, round(h / s)), max(1, round(w / s)))
+    small = _resize(img, *low_resolution_size(h, w, s))
     return _resize(np.clip(small, 0, 1), h, w)
 
 

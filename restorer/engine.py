@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from ..reasoner.diagnosis import Diagnosis, Finding
 from ..reasoner.images import as_rgb_batch
 from ..reasoner.taxonomy import get_type
+from .consistency import refine
 from .content import semantic_phrases, semantic_tokens
 from .network import PriorRestorer, load_restorer
 from .prior import encode_prior_batch
@@ -116,11 +117,14 @@ class Restorer:
                 reference=None, upscale: float = 1.0, strength: float = 1.0,
                 tile: int = 512, overlap: int = 32,
                 progress: Optional[Callable[[int, int], None]] = None,
-                check_interrupt: Optional[Callable[[], None]] = None) -> torch.Tensor:
+                check_interrupt: Optional[Callable[[], None]] = None,
+                consistency: bool = True) -> torch.Tensor:
         """Restore ``images`` [B, 3, H, W] conditioned on one diagnosis per image (None =
         blind). An image whose diagnosis found nothing is returned as it is (after any
         upscale). ``upscale`` > 1 enlarges by that factor first; ``strength`` < 1 blends the
-        result with the input. Large images run in overlapping tiles."""
+        result with the input. ``consistency`` runs the data-consistency step on each tile
+        (restorer/consistency.py: the diagnosed blur, resolution, noise and JPEG pull the
+        result back to what the input supports). Large images run in overlapping tiles."""
         images, diagnoses = check_restore_inputs(images, diagnoses, upscale, strength)
         b = images.shape[0]
         if reference is not None:
@@ -147,11 +151,15 @@ class Restorer:
             prior = encode_prior_batch([diagnoses[i]], self.device, self.dtype)
             tokens, mask = self._semantic_tokens(diagnoses[i])
 
-            def run(tile_in, prior=prior, tokens=tokens, mask=mask):
+            def run(tile_in, prior=prior, tokens=tokens, mask=mask, diagnosis=diagnoses[i]):
                 tile_in = tile_in.to(self.device, self.dtype)
                 ref_tile = tile_in[:, 3:] if tile_in.shape[1] == 6 else None
-                return model(tile_in[:, :3], prior, text_tokens=tokens, text_mask=mask,
-                             reference=ref_tile).float().cpu()
+                out = model(tile_in[:, :3], prior, text_tokens=tokens, text_mask=mask,
+                            reference=ref_tile).float()
+                if consistency:
+                    # Per tile: the PSFs (<= 45 px) fit in the tiles' overlap.
+                    out = refine(out, tile_in[:, :3].float(), diagnosis)
+                return out.cpu()
 
             def apply(x, k, i=i):
                 def tile_progress(done, n):

@@ -219,7 +219,8 @@ def cmd_restore(args) -> int:
             factor = upscale_factor([guided], args.upscale, args.force_upscale)
             restored = restorer.restore(image, [guided], upscale=factor,
                                         strength=args.strength, tile=args.tile,
-                                        overlap=args.overlap)
+                                        overlap=args.overlap,
+                                        consistency=not args.no_consistency)
             before_per, before_all = reasoner.score(image)
             after_per, after_all = reasoner.score(restored)
             save_image_file(restored, target)
@@ -355,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tile size for large images (default 512)")
     r.add_argument("--overlap", type=int, default=32, metavar="N",
                    help="tile overlap in pixels (default 32)")
+    r.add_argument("--no-consistency", action="store_true",
+                   help="skip the data-consistency step after the network "
+                        "(restorer/consistency.py)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     r.set_defaults(func=cmd_restore)
 

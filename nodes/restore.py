@@ -80,12 +80,20 @@ class RRRestore:
                                "read by the built-in restorer's reference-aware blocks. "
                                "Weighted by how well it matches the picture: an unrelated "
                                "reference is ignored (the log says so); backbones ignore it."}),
+                "data_consistency": ("BOOLEAN", {
+                    "default": True,
+                    "tooltip": "Pull the result back to what the input supports through the "
+                               "diagnosed physics (blur PSF, resolution, noise and JPEG "
+                               "levels; skipped when haze, rain or low light is diagnosed). "
+                               "Worth several dB on mildly degraded photos; built-in restorer "
+                               "only."}),
             },
         }
 
     @node_errors(DISPLAY_NAME)
     def restore(self, restorer, image, upscale=1.0, strength=1.0, tile=512, overlap=32,
-                force_upscale=False, prior=None, diagnosis=None, reference=None):
+                force_upscale=False, prior=None, diagnosis=None, reference=None,
+                data_consistency=True):
         from ..restorer.backbones import BackboneRestorer
         from ..restorer.engine import Restorer
         from ..restorer.prior import RestorationPrior
@@ -109,9 +117,10 @@ class RRRestore:
         comfy.check_interrupt()
         comfy.free_memory(_memory_estimate(restorer, int(tile)), restorer.device)
         bar = comfy.progress_bar(b)
+        extra = {"consistency": bool(data_consistency)} if isinstance(restorer, Restorer) else {}
         out = restorer.restore(images, diagnoses, reference=ref, upscale=factor,
                                strength=float(strength), tile=int(tile), overlap=int(overlap),
-                               progress=bar, check_interrupt=comfy.check_interrupt)
+                               progress=bar, check_interrupt=comfy.check_interrupt, **extra)
         del images
         for i, trust in enumerate(getattr(restorer, "last_reference_trust", None) or []):
             log.info("ReasonRestore Restore: image %d: reference trust %.2f%s", i, trust,

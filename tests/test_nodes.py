@@ -219,6 +219,18 @@ def test_upscale_only_when_low_resolution_unless_forced(restorer):
     assert run("Restore", **kw, force_upscale=False)[0].shape[1:3] == (32, 48)
 
 
+def test_data_consistency_toggle_reaches_the_restorer(restorer):
+    # The tiny test restorer is random: with the step on, a diagnosed blur pulls its output
+    # to the input's content (closer to the input than the network's own output).
+    image = img(h=32, w=32)
+    blurred, truth = run("Degrade Image", image=image, spec="blur: width=1.5", seed=0)
+    kw = dict(restorer=restorer, image=blurred, upscale=1.0, strength=1.0, tile=512,
+              overlap=32, force_upscale=False, diagnosis=truth)
+    (off,) = run("Restore", **kw, data_consistency=False)
+    (on,) = run("Restore", **kw)
+    assert (on - blurred).abs().mean() < (off - blurred).abs().mean()
+
+
 def test_strength_zero_returns_the_input(restorer):
     image = img(h=16, w=16)
     (out,) = run("Restore", restorer=restorer, image=image, upscale=1.0, strength=0.0,

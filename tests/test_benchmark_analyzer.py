@@ -285,3 +285,19 @@ def test_benchmark_end_to_end_without_anchors(tmp_path, monkeypatch, capsys):
     assert text in captured.out  # printed too
     # every target cell (3 groups x 3 targets) says met, or by how much it missed
     assert sum(text.count(w) for w in ("(met)", "(missed by", "(n/a)")) == 9
+
+
+def test_threshold_fit_finds_the_cut_that_separates_the_classes():
+    thresholds = load_benchmark("thresholds.py", "rr_bench_thresholds")
+    names = thresholds.TYPE_NAMES
+    rng = np.random.default_rng(0)
+    truth = rng.random((200, len(names))) < 0.4
+    # Probabilities of present types run low (0.3-0.45) but still above absent ones (< 0.2).
+    probs = np.where(truth, rng.uniform(0.3, 0.45, truth.shape), rng.uniform(0, 0.2, truth.shape))
+    best, fitted, default = thresholds.fit_thresholds(probs, truth)
+    for name in names:
+        assert 0.2 <= best[name] <= 0.3 and fitted[name] == 1.0 and default[name] == 0.0
+    # Left-out sources scored with thresholds fitted on the others.
+    sources = np.array(["a", "b"] * 100)
+    check = thresholds.cross_check(probs, truth, sources)
+    assert set(check) == {"a", "b"} and all(v["macro_f1_fitted"] == 1.0 for v in check.values())

@@ -39,8 +39,9 @@ def test_fft_convolution_is_the_synthesisers_convolution():
                                synthesis.convolve_tensor(x, k), atol=1e-5)
 
 
-@pytest.mark.parametrize("spec", ["blur: width=2.0", "blur: width=1, motion_length=8, "
-                                  "motion_angle=60", "low_resolution: scale=2.5",
+@pytest.mark.parametrize("spec", ["blur: width=2.0",
+                                  "blur: width=1, motion_length=8, motion_angle=60",
+                                  "low_resolution: scale=2.5",
                                   "blur: width=1.5; low_resolution: scale=2"])
 def test_forward_model_reproduces_the_synthesiser(spec):
     clean = _photo()
@@ -50,8 +51,8 @@ def test_forward_model_reproduces_the_synthesiser(spec):
 
 
 @pytest.mark.parametrize("spec", ["blur: width=2.0", "low_resolution: scale=2",
-                                  "blur: width=1.5, motion_length=6, motion_angle=30; "
-                                  "noise: sigma=2"])
+                                  ("blur: width=1.5, motion_length=6, motion_angle=30; "
+                                   "noise: sigma=2")])
 def test_refine_recovers_detail_the_operator_kept(spec):
     # A network that did nothing (x_hat = y): the data step alone must deconvolve.
     clean = _photo()

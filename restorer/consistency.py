@@ -151,18 +151,27 @@ def refine(x_hat: torch.Tensor, y: torch.Tensor, diagnosis: Diagnosis | None,
     if A.identity:
         return ((y + lam * x_hat) / (1.0 + lam)).clamp(0, 1).to(dtype)
 
-    def normal(z):  # (A^T A + lam I) z, A^T from autograd
-        with torch.enable_grad():
-            z = z.detach().requires_grad_(True)
-            az = A(z)
-            (ata,) = torch.autograd.grad(az, z, az.detach())
-        return ata + lam * z.detach()
+    # A^T comes from autograd. ComfyUI runs every node under torch.inference_mode(), where
+    # autograd records nothing and inference tensors cannot be saved for backward: leave that
+    # mode here and work on ordinary copies.
+    with torch.inference_mode(False), torch.enable_grad():
+        z = _solve(A, x_hat.clone(), y.clone(), lam, iterations)
+    return z.clamp(0, 1).to(dtype)
 
-    with torch.enable_grad():
-        probe = torch.zeros_like(y, requires_grad=True)
-        (aty,) = torch.autograd.grad(A(probe), probe, y)
-    b = aty + lam * x_hat
-    z = x_hat.clone()
+
+def _solve(A, x_hat: torch.Tensor, y: torch.Tensor, lam: float, iterations: int) -> torch.Tensor:
+    """Conjugate gradients on (A^T A + lam I) z = A^T y + lam x_hat, from z = x_hat."""
+
+    def adjoint(v):
+        probe = torch.zeros_like(v, requires_grad=True)
+        (out,) = torch.autograd.grad(A(probe), probe, v)
+        return out
+
+    def normal(z):  # (A^T A + lam I) z
+        return adjoint(A(z.detach()).detach()) + lam * z.detach()
+
+    b = adjoint(y) + lam * x_hat
+    z = x_hat
     r = b - normal(z)
     p, rs = r.clone(), (r * r).sum()
     for _ in range(iterations):
@@ -176,4 +185,4 @@ def refine(x_hat: torch.Tensor, y: torch.Tensor, diagnosis: Diagnosis | None,
         rs_new = (r * r).sum()
         p = r + (rs_new / rs) * p
         rs = rs_new
-    return z.clamp(0, 1).to(dtype)
+    return z.detach()

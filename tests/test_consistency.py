@@ -109,3 +109,15 @@ def test_linear_operator_rejects_a_non_linear_finding():
     truth = synthesis.ground_truth(synthesis.parse_spec("jpeg: quality=20"))
     with pytest.raises(ValueError, match="not a linear degradation"):
         consistency.linear_operator(truth.findings, (8, 8))
+
+
+def test_refine_works_under_inference_mode():
+    # ComfyUI runs nodes inside torch.inference_mode(): autograd must still give A^T.
+    clean = _photo()
+    degraded, truth = synthesis.degrade(clean, "blur: width=2.0", seed=3)
+    y = _t(synthesis.quantise(degraded))
+    expected = consistency.refine(y.clone(), y, truth)
+    with torch.inference_mode():
+        y_inf = y.clone()
+        got = consistency.refine(y_inf.clone(), y_inf, truth)
+    assert torch.equal(got, expected)

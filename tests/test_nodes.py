@@ -229,6 +229,11 @@ def test_data_consistency_toggle_reaches_the_restorer(restorer):
     (off,) = run("Restore", **kw, data_consistency=False)
     (on,) = run("Restore", **kw)
     assert (on - blurred).abs().mean() < (off - blurred).abs().mean()
+    # ComfyUI executes every node under torch.inference_mode() (execution.py), where the
+    # step's autograd adjoints would fail unless it leaves that mode.
+    with torch.inference_mode():
+        (inside,) = run("Restore", **kw)
+    assert torch.allclose(inside, on)
 
 
 def test_strength_zero_returns_the_input(restorer):

@@ -37,7 +37,11 @@ CAMERA_TYPES = set(consistency.LINEAR_TYPES + consistency.ADDITIVE_TYPES)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(1.0 / np.mean((np.clip(a, 0, 1) - b) ** 2)))
+    """The pack's PSNR (restorer/metrics.py) of two H x W x 3 arrays in [0, 1]."""
+    import torch
+    from reason_restore.restorer.metrics import psnr as _psnr
+    return float(_psnr(*(torch.from_numpy(np.ascontiguousarray(v)).permute(2, 0, 1)[None]
+                         for v in (a, b)))[0])
 
 
 def sweep_photos(split: str, n: int, size: int) -> tuple[list[np.ndarray], list[str]]:

@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import heldout  # noqa: E402,F401  (imports the pack, installed or not)
 
+from analyzer import presence_prf  # noqa: E402  (benchmarks/analyzer.py)
 from reason_restore.reasoner.analyzer import load_analyzer  # noqa: E402
 from reason_restore.reasoner.diagnosis import PRESENCE_THRESHOLD  # noqa: E402
 from reason_restore.reasoner.engine import DEFAULT_ANALYZER, Reasoner  # noqa: E402
@@ -71,22 +72,24 @@ def calibration_spec(rng: np.random.Generator) -> list[Step]:
     return random_spec(rng)
 
 
-def f1(truth: np.ndarray, pred: np.ndarray) -> float:
-    tp = float((truth & pred).sum())
-    denom = float(truth.sum() + pred.sum())
-    return 2 * tp / denom if denom else 1.0
+def f1(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Per-column F1 of boolean [N, T] arrays (the analyzer benchmark's), 1.0 where a column
+    has neither positives nor detections (nothing to find, nothing found)."""
+    return np.nan_to_num(presence_prf(truth, pred)[2], nan=1.0)
 
 
 def fit_thresholds(probs: np.ndarray, truth: np.ndarray) -> tuple[dict, dict, dict]:
     """Per type: the candidate threshold of best F1 (ties: the one nearest 0.5), that F1, and
     the F1 at the default 0.5."""
+    scores = np.stack([f1(truth, probs >= c) for c in CANDIDATES])  # [candidate, type]
+    default = f1(truth, probs >= PRESENCE_THRESHOLD)
     best, best_f1, default_f1 = {}, {}, {}
     for i, name in enumerate(TYPE_NAMES):
-        scores = {c: f1(truth[:, i], probs[:, i] >= c) for c in CANDIDATES}
-        top = max(scores.values())
-        c = min((c for c, v in scores.items() if v == top), key=lambda c: abs(c - 0.5))
-        best[name], best_f1[name] = c, round(top, 4)
-        default_f1[name] = round(f1(truth[:, i], probs[:, i] >= PRESENCE_THRESHOLD), 4)
+        top = scores[:, i].max()
+        c = min((c for c, v in zip(CANDIDATES, scores[:, i]) if v == top),
+                key=lambda c: abs(c - 0.5))
+        best[name], best_f1[name] = c, round(float(top), 4)
+        default_f1[name] = round(float(default[i]), 4)
     return best, best_f1, default_f1
 
 
@@ -98,11 +101,8 @@ def cross_check(probs: np.ndarray, truth: np.ndarray, sources: np.ndarray) -> di
         fit, _, _ = fit_thresholds(probs[sources != s], truth[sources != s])
         p, t = probs[sources == s], truth[sources == s]
         cut = np.array([fit[n] for n in TYPE_NAMES])
-        out[s] = {"macro_f1_fitted": round(float(np.mean(
-                      [f1(t[:, i], p[:, i] >= cut[i]) for i in range(len(TYPE_NAMES))])), 4),
-                  "macro_f1_at_0.5": round(float(np.mean(
-                      [f1(t[:, i], p[:, i] >= PRESENCE_THRESHOLD)
-                       for i in range(len(TYPE_NAMES))])), 4)}
+        out[s] = {"macro_f1_fitted": round(float(f1(t, p >= cut).mean()), 4),
+                  "macro_f1_at_0.5": round(float(f1(t, p >= PRESENCE_THRESHOLD).mean()), 4)}
     return out
 
 

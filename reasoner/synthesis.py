@@ -222,13 +222,19 @@ def _noise(img, p, rng):
     return img + std * rng.standard_normal(img.shape, dtype=np.float32)
 
 
-def _jpeg(img, p, rng):
+def jpeg_roundtrip(img: np.ndarray, quality: float) -> np.ndarray:
+    """``img`` (H x W x 3 in [0, 1]) saved by Pillow as JPEG at ``quality`` and decoded: the
+    synthesiser's JPEG, and the error that restorer/consistency.py measures."""
     from PIL import Image
     buf = io.BytesIO()
     Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)).save(
-        buf, format="JPEG", quality=int(round(p["quality"])))
+        buf, format="JPEG", quality=int(round(quality)))
     buf.seek(0)
     return np.asarray(Image.open(buf).convert("RGB"), dtype=np.float32) / 255.0
+
+
+def _jpeg(img, p, rng):
+    return jpeg_roundtrip(img, p["quality"])
 
 
 def resize_tensor(x, h: int, w: int):

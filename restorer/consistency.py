@@ -31,14 +31,14 @@ and are not linear in it: with any of them diagnosed the restoration is left alo
 
 from __future__ import annotations
 
-import io
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from ..reasoner.diagnosis import Diagnosis, Finding
-from ..reasoner.synthesis import blur_kernel, low_resolution_size, resize_tensor
+from ..reasoner.synthesis import (blur_kernel, convolve_tensor, jpeg_roundtrip,
+                                  low_resolution_size, quantise, resize_tensor)
 from ..reasoner.taxonomy import TYPE_NAMES, get_type
 
 __all__ = ["SCENE_TYPES", "LINEAR_TYPES", "ADDITIVE_TYPES", "PRIOR_VARIANCE", "fft_convolve",
@@ -62,8 +62,7 @@ def fft_convolve(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     motion PSF reaches 45 x 45 taps, where direct convolution costs seconds per call."""
     kh, kw = kernel.shape
     ph, pw = kh // 2, kw // 2
-    if ph >= x.shape[-2] or pw >= x.shape[-1]:
-        from ..reasoner.synthesis import convolve_tensor
+    if ph >= x.shape[-2] or pw >= x.shape[-1]:  # reflect padding needs a larger image
         return convolve_tensor(x, kernel)
     xp = torch.nn.functional.pad(x, (pw, pw, ph, ph), mode="reflect")
     size = xp.shape[-2:]
@@ -103,15 +102,10 @@ def linear_operator(findings: Sequence[Finding], shape) -> Callable[[torch.Tenso
 def _jpeg_variance(x: torch.Tensor, quality: float) -> float:
     """Mean squared JPEG error at ``quality``, measured by re-encoding ``x`` itself (the error
     depends on content as much as on quality)."""
-    from PIL import Image
     errs = []
     for img in x.detach().float().clamp(0, 1).cpu():
-        a = (img.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-        buf = io.BytesIO()
-        Image.fromarray(a).save(buf, format="JPEG", quality=int(round(quality)))
-        buf.seek(0)
-        b = np.asarray(Image.open(buf).convert("RGB"), dtype=np.float32)
-        errs.append(float(np.mean((b - a.astype(np.float32)) ** 2)) / 255.0 ** 2)
+        a = quantise(img.permute(1, 2, 0).numpy())
+        errs.append(float(np.mean((jpeg_roundtrip(a, quality) - a) ** 2)))
     return float(np.mean(errs))
 
 

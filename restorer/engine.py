@@ -158,7 +158,7 @@ class Restorer:
                             reference=ref_tile).float()
                 if consistency:
                     # Per tile: the PSFs (<= 45 px) fit in the tiles' overlap.
-                    out = refine(out, tile_in[:, :3].float(), diagnosis)
+                    out = refine(out, tile_in[:, :3], diagnosis)
                 return out.cpu()
 
             def apply(x, k, i=i):

@@ -7,9 +7,10 @@ sweep that chose its prior variance tau^2. One command, markdown out:
 ``--split train`` (the default) takes ``--photos`` photos from *each training source* (centre
 512 crops): tau^2 is chosen there, so the held-out photos of benchmarks/restoration.py never
 see the choice. ``--split val`` runs the same table on the held-out source, for the record.
-Cases: the benchmark's levels and mixtures of the camera-side types (blur, low resolution,
-noise, JPEG); the scene types (haze, rain, low light) skip the step by design. Per case: the
-input, the network alone, and the network followed by the data step at each tau^2, with the analyzer's predicted diagnosis
+Cases: the benchmark's levels and mixtures of the types the step models (haze's veil, low
+light's tone curve, blur, low resolution, noise, JPEG); rain skips the step by design. Per case:
+the input, the network alone, and the network followed by the data step at each tau^2, with the
+analyzer's predicted diagnosis
 and with the true one. Everything runs through ``Restorer.restore`` (``consistency=...``).
 """
 
@@ -33,7 +34,8 @@ from reason_restore.reasoner.synthesis import quantise  # noqa: E402
 from reason_restore.restorer import consistency  # noqa: E402
 
 DEFAULT_OUT = HERE / "results" / "consistency.md"
-CAMERA_TYPES = set(consistency.LINEAR_TYPES + consistency.ADDITIVE_TYPES)
+MODELLED_TYPES = set(consistency.POINTWISE_TYPES + consistency.LINEAR_TYPES
+                     + consistency.ADDITIVE_TYPES)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -70,7 +72,7 @@ def main(argv=None) -> int:
     reasoner = load_reasoner(semantics=False)
     restorer = load_default_restorer()
     photos, sources = sweep_photos(args.split, args.photos, args.size)
-    cases = [c for c in heldout.all_cases() if set(c.types) <= CAMERA_TYPES]
+    cases = [c for c in heldout.all_cases() if set(c.types) <= MODELLED_TYPES]
     columns = ["input", "network"] + [f"tau2={v:g}" for v in args.variances]
     table: dict[str, dict[str, list[float]]] = {}
     for case in cases:

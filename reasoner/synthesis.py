@@ -292,8 +292,14 @@ def _rain(img, p, rng):
     return 1.0 - (1.0 - img) * (1.0 - streaks)  # screen blend: light streaks over the scene
 
 
+def tone_curve(x, exposure: float, gamma: float):
+    """The low-light tone curve ``exposure * x ** gamma`` on a NumPy array or a torch tensor
+    (the data-consistency step inverts the very curve that synthesises low light)."""
+    return exposure * x.clip(0.0, 1.0) ** gamma
+
+
 def _low_light(img, p, rng):
-    return p["exposure"] * np.power(np.clip(img, 0.0, 1.0), p["gamma"])
+    return tone_curve(img, p["exposure"], p["gamma"])
 
 
 _APPLY: dict[str, Callable[[np.ndarray, Mapping[str, float], np.random.Generator],

@@ -27,7 +27,8 @@ def _psnr(a, b):
 
 
 def test_every_taxonomy_type_has_a_role():
-    roles = consistency.SCENE_TYPES + consistency.LINEAR_TYPES + consistency.ADDITIVE_TYPES
+    roles = (consistency.SCENE_TYPES + consistency.POINTWISE_TYPES + consistency.LINEAR_TYPES
+             + consistency.ADDITIVE_TYPES)
     assert sorted(roles) == sorted(synthesis.TYPE_NAMES)
 
 
@@ -92,11 +93,83 @@ def test_jpeg_variance_grows_as_quality_falls():
     assert consistency.error_variance(q10, x, x) > 3 * consistency.error_variance(q80, x, x)
 
 
-@pytest.mark.parametrize("spec", [None, "", "haze: beta=2", "haze: beta=2; blur: width=2"])
+@pytest.mark.parametrize("spec", [None, "", "rain: density=0.02, length=15",
+                                  "haze: beta=2; rain: density=0.02, length=15; blur: width=2",
+                                  "rain: density=0.02, length=15; low_light: exposure=0.3"])
 def test_refine_leaves_undiagnosed_and_scene_level_images_alone(spec):
     x_hat, y = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
     diagnosis = None if spec is None else synthesis.ground_truth(synthesis.parse_spec(spec))
     assert consistency.refine(x_hat, y, diagnosis) is x_hat
+
+
+def test_tone_curve_is_the_synthesisers_and_inverts():
+    clean = _photo()
+    degraded, truth = synthesis.degrade(clean, "low_light: exposure=0.35, gamma=1.8")
+    curve = consistency.ToneCurve(truth.finding("low_light"))
+    np.testing.assert_allclose(curve(_t(clean)), _t(degraded), atol=1e-6)
+    np.testing.assert_allclose(curve.inverse(curve(_t(clean))), _t(clean), atol=1e-5)
+    assert consistency.ToneCurve().identity
+
+
+def _noisy_guess(clean, seed=0):
+    # A stand-in network output about 30 dB from the truth.
+    g = torch.Generator().manual_seed(seed)
+    return (clean + 0.03 * torch.randn(clean.shape, generator=g)).clamp(0, 1)
+
+
+@pytest.mark.parametrize("spec", ["low_light: exposure=0.3, gamma=2",
+                                  "low_light: exposure=0.4, gamma=1.5; blur: width=1.5",
+                                  "low_light: exposure=0.4, gamma=1.5; jpeg: quality=40"])
+def test_refine_inverts_the_diagnosed_tone_curve(spec):
+    # Low light alone leaves the scene recoverable up to 8-bit rounding in the shadows: the
+    # step must land far closer than the network guess; with blur or JPEG still closer.
+    clean = _photo(96, 128)
+    degraded, truth = synthesis.degrade(clean, spec, seed=1)
+    y, c = _t(synthesis.quantise(degraded)), _t(clean)
+    x_hat = _noisy_guess(c)
+    gain = _psnr(consistency.refine(x_hat, y, truth), c) - _psnr(x_hat, c)
+    assert gain > (10.0 if ";" not in spec else 0.5)
+
+
+def test_under_heavy_noise_the_curve_step_keeps_the_network_output():
+    # Inverting the curve would multiply the shadows' noise: the weights must see that.
+    clean = _photo(96, 128)
+    degraded, truth = synthesis.degrade(clean, "low_light: exposure=0.3, gamma=2; "
+                                               "noise: sigma=25", seed=1)
+    y, c = _t(degraded).clamp(0, 1), _t(clean)
+    x_hat = _noisy_guess(c)
+    z = consistency.refine(x_hat, y, truth)
+    assert abs(_psnr(z, c) - _psnr(x_hat, c)) < 0.5
+    assert _psnr(curve_inverse(truth, y), c) < _psnr(x_hat, c) - 5  # the naive inverse is bad
+
+
+@pytest.mark.parametrize("spec", ["haze: beta=1.5, airlight=0.9",
+                                  "haze: beta=2.5, airlight=0.8; jpeg: quality=60",
+                                  "haze: beta=1.5, airlight=0.9; low_light: exposure=0.5, gamma=1.5"])
+def test_refine_lifts_the_diagnosed_veil(spec):
+    # The synthetic veil follows a smooth depth map: fitted on a 30 dB guess, the
+    # transmission lets the input's own detail through and the result beats the guess.
+    clean = _photo(96, 128)
+    degraded, truth = synthesis.degrade(clean, spec, seed=4)
+    y, c = _t(synthesis.quantise(degraded)), _t(clean)
+    x_hat = _noisy_guess(c)
+    z = consistency.refine(x_hat, y, truth)
+    # JPEG of the (noisy) guess is measured as a large error: there the input counts less.
+    assert _psnr(z, c) > _psnr(x_hat, c) + (0.5 if "jpeg" in spec else 2.0)
+
+
+def test_veil_of_the_truth_is_the_synthesisers():
+    # Fitting on the clean image itself recovers the veil: H(clean) is the hazy input.
+    clean = _photo(96, 128)
+    degraded, truth = synthesis.degrade(clean, "haze: beta=2, airlight=0.85", seed=5)
+    veil = consistency.Veil(truth.finding("haze"), _t(degraded), _t(clean), radius=2)
+    assert float(veil.t.min()) < 0.4 and float(veil.t.max()) > 0.8  # depth varies
+    np.testing.assert_allclose(veil(_t(clean)), _t(degraded), atol=0.02)
+    np.testing.assert_allclose(veil.inverse(veil(_t(clean))), _t(clean), atol=1e-4)
+
+
+def curve_inverse(truth, y):
+    return consistency.ToneCurve(truth.finding("low_light")).inverse(y).clamp(0, 1)
 
 
 def test_refine_names_a_mismatched_input():

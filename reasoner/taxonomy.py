@@ -186,7 +186,7 @@ TAXONOMY: tuple[DegradationType, ...] = (
         severity_fn=_haze_sev, formation_order=0, restore_verb="dehaze",
         clean_words="clear air, crisp distant detail, vivid contrast",
         artefact_words="haze, fog, washed-out contrast",
-        sample_ranges={"beta": (0.5, 3.0), "airlight": (0.7, 1.0)},
+        sample_ranges={"beta": (0.2, 3.0), "airlight": (0.7, 1.0)},
     ),
     DegradationType(
         name="rain", label="Rain",
@@ -214,7 +214,7 @@ TAXONOMY: tuple[DegradationType, ...] = (
         severity_fn=_low_light_sev, formation_order=2, restore_verb="brighten",
         clean_words="well exposed, balanced lighting, visible shadow detail",
         artefact_words="underexposed, dark, crushed shadows",
-        sample_ranges={"exposure": (0.15, 0.7), "gamma": (1.0, 2.5)},
+        sample_ranges={"exposure": (0.15, 0.9), "gamma": (1.0, 2.5)},
     ),
     DegradationType(
         name="blur", label="Blur",
@@ -267,7 +267,7 @@ TAXONOMY: tuple[DegradationType, ...] = (
         severity_fn=_jpeg_sev, formation_order=6, restore_verb="remove compression artefacts",
         clean_words="artefact-free, smooth edges",
         artefact_words="jpeg artifacts, blocking, ringing",
-        sample_ranges={"quality": (8.0, 70.0)},
+        sample_ranges={"quality": (8.0, 85.0)},
     ),
 )
 

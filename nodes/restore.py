@@ -83,10 +83,10 @@ class RRRestore:
                 "data_consistency": ("BOOLEAN", {
                     "default": True,
                     "tooltip": "Pull the result back to what the input supports through the "
-                               "diagnosed physics (blur PSF, resolution, noise and JPEG "
-                               "levels; skipped when haze, rain or low light is diagnosed). "
-                               "Worth several dB on mildly degraded photos; built-in restorer "
-                               "only."}),
+                               "diagnosed physics (haze veil, low-light tone curve, blur PSF, "
+                               "resolution, noise and JPEG levels; skipped when rain is "
+                               "diagnosed). Worth several dB on mildly degraded photos; "
+                               "built-in restorer only."}),
             },
         }
 

@@ -123,8 +123,9 @@ class Restorer:
         blind). An image whose diagnosis found nothing is returned as it is (after any
         upscale). ``upscale`` > 1 enlarges by that factor first; ``strength`` < 1 blends the
         result with the input. ``consistency`` runs the data-consistency step on each tile
-        (restorer/consistency.py: the diagnosed blur, resolution, noise and JPEG pull the
-        result back to what the input supports). Large images run in overlapping tiles."""
+        (restorer/consistency.py: the diagnosed veil, tone curve, blur, resolution, noise and
+        JPEG pull the result back to what the input supports). Large images run in
+        overlapping tiles."""
         images, diagnoses = check_restore_inputs(images, diagnoses, upscale, strength)
         b = images.shape[0]
         if reference is not None:

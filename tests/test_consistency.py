@@ -172,10 +172,13 @@ def test_linear_operator_rejects_a_non_linear_finding():
         consistency.linear_operator(truth.findings, (8, 8))
 
 
-def test_refine_works_under_inference_mode():
-    # ComfyUI runs nodes inside torch.inference_mode(): autograd must still give A^T.
+@pytest.mark.parametrize("spec", ["blur: width=2.0",
+                                  "haze: beta=1.5, airlight=0.9; blur: width=1.5"])
+def test_refine_works_under_inference_mode(spec):
+    # ComfyUI runs nodes inside torch.inference_mode(): autograd must still give A^T, also
+    # with the veil's per-pixel weights in the solve.
     clean = _photo()
-    degraded, truth = synthesis.degrade(clean, "blur: width=2.0", seed=3)
+    degraded, truth = synthesis.degrade(clean, spec, seed=3)
     y = _t(synthesis.quantise(degraded))
     expected = consistency.refine(y.clone(), y, truth)
     with torch.inference_mode():

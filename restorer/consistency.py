@@ -41,8 +41,10 @@ veil), it stays with the network. Rain (unknown streak layout) skips the step.
 
 On training-source photos (``python benchmarks/consistency.py``) the low-light step lifts the
 true-diagnosis PSNR from 28-30 dB to 49-58 dB, and the veil fit lifts haze by 1-3 dB; it
-loses 2 dB on severe haze when the diagnosed airlight is 0.1 off (an airlight-uncertainty
-variance traded that against the other cases and was not kept).
+loses 2 dB on severe haze when the diagnosed airlight is 0.1 off. Two remedies were tried
+there and not kept: an airlight-uncertainty variance (it traded that loss against the other
+cases) and an airlight re-estimated from local affine fits of the input on the network output
+(right for thick veils, biased low for thin ones: haze mean 24.23 vs 24.53 dB as shipped).
 """
 
 from __future__ import annotations
@@ -229,7 +231,8 @@ def _jpeg_variance(x: torch.Tensor, quality: float) -> float:
 def error_variance(diagnosis: Diagnosis, y: torch.Tensor, x_hat: torch.Tensor) -> float:
     """``sigma^2``: per-pixel variance of what ``A`` does not explain (8-bit rounding, the
     diagnosed noise at the image's mean level, and the diagnosed JPEG, measured on ``x_hat``:
-    pass the network output through any tone curve first, JPEG saw the darkened image)."""
+    pass the network output through the scene's pointwise maps first, JPEG saw the veiled,
+    darkened image)."""
     var = QUANTISATION_VARIANCE
     noise = diagnosis.finding("noise")
     if noise is not None:
@@ -281,8 +284,8 @@ def refine(x_hat: torch.Tensor, y: torch.Tensor, diagnosis: Diagnosis | None,
 def _solve(A, x_hat: torch.Tensor, y: torch.Tensor, lam, iterations: int) -> torch.Tensor:
     """Conjugate gradients on (A^T A + diag(lam)) z = A^T y + lam x_hat, from z = x_hat; ``lam``
     a number or a per-pixel tensor. Preconditioned by 1 / (1 + lam) (A's blur and resampling
-    keep the diagonal of A^T A near 1): with a number that is plain CG, with the tone curve's
-    weights spanning six decades it keeps 20 iterations enough."""
+    keep the diagonal of A^T A near 1): with a number that is plain CG, with the pointwise maps'
+    per-pixel weights spanning six decades it keeps 20 iterations enough."""
 
     def adjoint(v):
         probe = torch.zeros_like(v, requires_grad=True)

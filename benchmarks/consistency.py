@@ -114,10 +114,7 @@ def main(argv=None) -> int:
     for kind, m in means.items():
         lines.append(f"| *mean ({kind})* | " + " | ".join(
             f"{statistics.fmean(m[c]):.2f}" for c in columns) + " |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    heldout.publish(lines, args.out)
     return 0
 
 

@@ -120,3 +120,12 @@ def case_seed(case: Case, photo_index: int) -> int:
 def degraded(case: Case, clean: np.ndarray, photo_index: int):
     """The case applied to one photo: (degraded image, ground-truth Diagnosis)."""
     return degrade(clean, list(case.steps), seed=case_seed(case, photo_index))
+
+
+def publish(lines: list[str], out: Path) -> str:
+    """A benchmark's markdown report: printed, and written to ``out`` (folders made)."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return text

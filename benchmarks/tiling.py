@@ -79,10 +79,7 @@ def main(argv=None) -> int:
     for spec, row in table.items():
         lines.append(f"| {spec} | " + " | ".join(f"{statistics.fmean(row[c]):.2f}"
                                                  for c in columns) + " |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    heldout.publish(lines, args.out)
     return 0
 
 

@@ -50,10 +50,9 @@ def main(argv=None) -> int:
     from reason_restore.restorer.metrics import psnr
     restorer = load_default_restorer()
     photos = heldout.photos(args.photos, args.size)
-    whole = max(args.size, *args.tiles)
-    columns = ["input"] + [f"{name}, {label}" for name, _ in (("whole", whole),)
-                           + tuple((f"tile {t}", t) for t in args.tiles)
-                           for label in ("network", "+ data step")]
+    sizes = [("whole", max(args.size, *args.tiles))] + [(f"tile {t}", t) for t in args.tiles]
+    steps = (("network", False), ("+ data step", True))
+    columns = ["input"] + [f"{name}, {label}" for name, _ in sizes for label, _ in steps]
     table: dict[str, dict[str, list[float]]] = {}
     for spec in SPECS:
         row = table.setdefault(spec, {c: [] for c in columns})
@@ -62,8 +61,8 @@ def main(argv=None) -> int:
             x = torch.from_numpy(quantise(img)).permute(2, 0, 1)[None]
             c = torch.from_numpy(np.ascontiguousarray(clean)).permute(2, 0, 1)[None]
             row["input"].append(float(psnr(x, c)[0]))
-            for name, tile in (("whole", whole),) + tuple((f"tile {t}", t) for t in args.tiles):
-                for label, step in (("network", False), ("+ data step", True)):
+            for name, tile in sizes:
+                for label, step in steps:
                     out = restorer.restore(x, [truth], tile=tile, overlap=32, consistency=step)
                     row[f"{name}, {label}"].append(float(psnr(out, c)[0]))
         print(spec, {k: round(statistics.fmean(v), 2) for k, v in row.items()}, file=sys.stderr,

@@ -164,8 +164,6 @@ class Veil:
     transmission ``t`` (per pixel) fitted so that ``H(x_hat)`` best explains ``veiled``, the
     input with everything after the veil undone as far as it is pointwise."""
 
-    identity = False
-
     def __init__(self, finding: Finding, veiled: torch.Tensor, x_hat: torch.Tensor,
                  radius: int | None = None):
         self.airlight = a = float(finding.params["airlight"])
@@ -263,10 +261,13 @@ def refine(x_hat: torch.Tensor, y: torch.Tensor, diagnosis: Diagnosis | None,
     with torch.no_grad():
         # Work in u = P(x): the prior mean is P(x_hat), its variance tau^2 P'(x_hat)^2.
         scene = SceneMap(diagnosis, y, x_hat)
-        u_hat = x_hat if scene.identity else scene(x_hat.clamp(0, 1))
-        lam = error_variance(diagnosis, y, u_hat) / prior_variance
+        u_hat = x_hat
         if not scene.identity:
-            lam = (lam / scene.slope(x_hat.clamp(0, 1)) ** 2).clamp(max=MAX_PRIOR_WEIGHT)
+            clamped = x_hat.clamp(0, 1)
+            u_hat, slope = scene(clamped), scene.slope(clamped)
+        lam = error_variance(diagnosis, y, u_hat) / prior_variance
+        if not scene.identity:  # per-pixel weights; without P one number does
+            lam = (lam / slope ** 2).clamp(max=MAX_PRIOR_WEIGHT)
     A = linear_operator(linear, y.shape[-2:])
     if A.identity:
         u = (y + lam * u_hat) / (1.0 + lam)
@@ -277,8 +278,7 @@ def refine(x_hat: torch.Tensor, y: torch.Tensor, diagnosis: Diagnosis | None,
         with torch.inference_mode(False), torch.enable_grad():
             lam = lam.clone() if torch.is_tensor(lam) else lam
             u = _solve(A, u_hat.clone(), y.clone(), lam, iterations)
-    z = u if scene.identity else scene.inverse(u)
-    return z.clamp(0, 1).to(dtype)
+    return scene.inverse(u).clamp(0, 1).to(dtype)  # the identity without P
 
 
 def _solve(A, x_hat: torch.Tensor, y: torch.Tensor, lam, iterations: int) -> torch.Tensor:

@@ -59,7 +59,7 @@ class RRRestore:
                     "tooltip": "Tile size in pixels; larger is faster but needs more memory. "
                                "On out-of-memory the tile is halved automatically. Haze "
                                "needs the whole scene: a tile at least the image's size "
-                               "restores it best (about 1 dB better than 512-px tiles on "
+                               "restores it best (0.7-1 dB better than 512-px tiles on "
                                "768-px photos)."}),
                 "overlap": ("INT", {
                     "default": 32, "min": 0, "max": 256, "step": 8,

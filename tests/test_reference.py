@@ -469,8 +469,9 @@ def test_train_reference_runs_two_steps(tmp_path):
     np.save(tmp_path / "patches.npy", patches)
     record = TR.main(["--steps", "2", "--batch", "2", "--crop", "32", "--eval-images", "2",
                       "--init", str(r_path), "--patches", str(tmp_path / "patches.npy"),
-                      "--out", str(tmp_path / "out"), "--threads", "1"])
-    assert record["steps"] == 2
+                      "--out", str(tmp_path / "out"), "--threads", "1",
+                      "--predicted", "1"])  # every batch on the analyzer's diagnosis
+    assert record["steps"] == 2 and record["predicted"] == 1.0
     model = load_restorer(tmp_path / "out" / "restorer_reference.safetensors")
     assert model.config.use_reference and model.ref_encoder is not None
     # Step 0 is the shipped restorer exactly (zero gates): references change nothing yet.

@@ -175,6 +175,23 @@ def test_severity_reward_is_differentiable_into_the_restorer(patches):
     assert all(p.grad is None for p in critic.parameters())  # the critic stays frozen
 
 
+def test_predicted_prior_is_what_the_reasoner_would_feed_the_restorer(patches):
+    """``train_reference --predicted`` conditions on the analyzer's own diagnosis: the same
+    vector ``Reasoner.diagnose`` -> ``encode_prior`` gives at run time."""
+    from reason_restore.reasoner.engine import Reasoner
+    from reason_restore.tools.train_restorer import predicted_prior
+    torch.manual_seed(0)
+    analyzer = DegradationAnalyzer(AnalyzerConfig(width=8, crop=64)).eval()
+    with torch.no_grad():  # a presence bias that puts some types above the threshold
+        analyzer.presence.bias.copy_(torch.linspace(-2, 2, len(TYPE_NAMES)))
+    deg = T.to_chw([d for _, d, _ in _fixed_batch(patches, 3)])
+    prior = predicted_prior(analyzer, deg)
+    expected = encode_prior_batch(Reasoner(analyzer).diagnose(deg))
+    assert prior.shape == (3, prior_dim())
+    assert torch.allclose(prior, expected, atol=1e-5)
+    assert (prior[:, 0] == 1).all() and prior.abs().sum() > 3  # a diagnosis, not blind zeros
+
+
 def test_mixed_precision_only_on_gpu():
     """bfloat16 autocast on CUDA (recorded in the training record), float32 on the CPU."""
     import contextlib

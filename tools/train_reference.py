@@ -48,7 +48,8 @@ import torch.nn.functional as F
 from ..restorer.network import PriorRestorer, grown_copy, load_restorer, save_restorer
 from ..restorer.prior import encode_prior_batch
 from . import training as T
-from .train_restorer import psnr, restorer_batch, restoration_loss, severity_reward
+from .train_restorer import (predicted_prior, psnr, restorer_batch, restoration_loss,
+                             severity_reward)
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "restorer" / "weights"
 OUT_NAME = "restorer_reference"
@@ -177,7 +178,11 @@ def main(argv=None):
                     help="weight of the severity reward (the frozen analyzer's residual "
                          "severity of the output); 0 = plain losses")
     ap.add_argument("--analyzer", type=Path, default=None,
-                    help="frozen analyzer for the reward (default: the shipped one)")
+                    help="frozen analyzer for the reward and --predicted (default: the "
+                         "shipped one)")
+    ap.add_argument("--predicted", type=float, default=0.0,
+                    help="fraction of batches conditioned on the frozen analyzer's predicted "
+                         "diagnosis instead of the perturbed true one (0 = never)")
     ap.add_argument("--out-name", default=OUT_NAME, help="file stem of the outputs")
     args = ap.parse_args(argv)
     if not args.init.is_file():
@@ -203,7 +208,7 @@ def main(argv=None):
     base_lrs = [g["lr"] for g in groups]
     optim = torch.optim.AdamW(groups, weight_decay=1e-4, betas=(0.9, 0.99))
     critic = None
-    if args.reward > 0:
+    if args.reward > 0 or args.predicted > 0:
         from ..reasoner.analyzer import load_analyzer
         from ..reasoner.engine import DEFAULT_ANALYZER
         critic = load_analyzer(args.analyzer or DEFAULT_ANALYZER).to(device).eval()
@@ -230,10 +235,14 @@ def main(argv=None):
             g["lr"] = T.cosine_lr(base, step, args.steps, elapsed0 + time.time() - start, budget)
         clean, deg, prior, severity = (t.to(device) for t in (clean, deg, prior, severity))
         reference = reference.to(device) if reference is not None else None
+        # Its own generator per step (not the batch's), so a resumed run decides the same.
+        if args.predicted > 0 and np.random.default_rng([args.seed, step, 1]).random() < \
+                args.predicted:
+            prior = predicted_prior(critic, deg)
         with T.autocast(device):
             out = model(deg, prior, reference=reference)
             loss = restoration_loss(out, clean, severity)
-            if critic is not None:
+            if args.reward > 0:
                 loss = loss + args.reward * severity_reward(critic, out).mean()
         optim.zero_grad(set_to_none=True)
         loss.backward()
@@ -252,7 +261,8 @@ def main(argv=None):
               "device": T.device_name(device),
               "precision": T.precision_name(device), "unfreeze": args.unfreeze,
               "p_good": args.p_good, "p_poor": args.p_poor, "p_none": args.p_none,
-              "reward": args.reward, "seed": args.seed, "batch": args.batch, "crop": crop,
+              "reward": args.reward, "predicted": args.predicted, "seed": args.seed,
+              "batch": args.batch, "crop": crop,
               "eval_before": first_eval, "eval_after": final,
               "losses": extra["losses"][-20:]}
     save_restorer(model.eval().cpu(), args.out / f"{args.out_name}.safetensors",

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..reasoner.analyzer import load_analyzer, make_crops, residual_severity
+from ..reasoner.analyzer import decode, load_analyzer, make_crops, residual_severity
 from ..reasoner.diagnosis import Diagnosis, Finding
 from ..reasoner.taxonomy import get_type
 from ..restorer.network import PriorRestorer, RestorerConfig, save_restorer
@@ -73,6 +73,18 @@ def severity_reward(analyzer, out: torch.Tensor) -> torch.Tensor:
     cfg = analyzer.config
     crops = torch.stack([make_crops(o, cfg.crop, 1) for o in out.clamp(0, 1)])
     return residual_severity(analyzer(crops))[1]
+
+
+@torch.no_grad()
+def predicted_prior(analyzer, degraded: torch.Tensor) -> torch.Tensor:
+    """The prior the restorer meets at run time: the frozen analyzer's diagnosis of each
+    degraded image, cropped, decoded and thresholded as ``Reasoner.diagnose`` does. Training on
+    it (``train_reference --predicted``) teaches the restorer the analyzer's actual errors,
+    which the jitter of :func:`perturb` (about a grid step) does not cover: a mild blur on
+    oriented texture read as a 12 px motion blur, a missed low light. Returns [B, P]."""
+    cfg = analyzer.config
+    crops = torch.stack([make_crops(d, cfg.crop, cfg.max_crops) for d in degraded.float()])
+    return encode_prior_batch(decode(analyzer(crops)), degraded.device)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,18 @@ def prior_dim() -> int:
     return 1 + sum(2 + len(t.params) for t in TAXONOMY)
 
 
+def type_slice(type_name: str) -> slice:
+    """Where ``type_name``'s presence, severity and parameters sit in :func:`encode_prior`'s
+    vector."""
+    start = 1
+    for t in TAXONOMY:
+        if t.name == type_name:
+            return slice(start, start + 2 + len(t.params))
+        start += 2 + len(t.params)
+    raise KeyError(f"type_name: {type_name!r} is not a taxonomy type; expected one of "
+                   f"{list(TYPE_NAMES)}")
+
+
 def encode_prior(diagnosis: Diagnosis | None) -> list[float]:
     if diagnosis is None:
         return [0.0] * prior_dim()

@@ -192,6 +192,28 @@ def test_predicted_prior_is_what_the_reasoner_would_feed_the_restorer(patches):
     assert (prior[:, 0] == 1).all() and prior.abs().sum() > 3  # a diagnosis, not blind zeros
 
 
+def test_predicted_prior_keeps_scene_wide_types_and_blind_rows_from_the_truth(patches):
+    from reason_restore.restorer.prior import type_slice
+    from reason_restore.tools.train_restorer import SCENE_WIDE, predicted_prior
+    torch.manual_seed(0)
+    analyzer = DegradationAnalyzer(AnalyzerConfig(width=8, crop=64)).eval()
+    with torch.no_grad():  # every type present
+        analyzer.presence.bias.fill_(5.0)
+    batch = _fixed_batch(patches, 3)
+    deg = T.to_chw([d for _, d, _ in batch])
+    truth = encode_prior_batch([batch[0][2], None, batch[2][2]])  # row 1: a dropped diagnosis
+    plain = predicted_prior(analyzer, deg)
+    mixed = predicted_prior(analyzer, deg, truth)
+    assert torch.equal(mixed[1], truth[1])  # blind stays blind
+    for row in (0, 2):
+        for name in TYPE_NAMES:
+            s = type_slice(name)
+            want = truth[row, s] if name in SCENE_WIDE else plain[row, s]
+            assert torch.equal(mixed[row, s], want), (row, name)
+    with pytest.raises(KeyError, match="not a taxonomy type"):
+        type_slice("fog")
+
+
 def test_mixed_precision_only_on_gpu():
     """bfloat16 autocast on CUDA (recorded in the training record), float32 on the CPU."""
     import contextlib

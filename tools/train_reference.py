@@ -238,7 +238,7 @@ def main(argv=None):
         # Its own generator per step (not the batch's), so a resumed run decides the same.
         if args.predicted > 0 and np.random.default_rng([args.seed, step, 1]).random() < \
                 args.predicted:
-            prior = predicted_prior(critic, deg)
+            prior = predicted_prior(critic, deg, prior)
         with T.autocast(device):
             out = model(deg, prior, reference=reference)
             loss = restoration_loss(out, clean, severity)

@@ -29,8 +29,10 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "restorer" / "weights"
 DROP_DIAGNOSIS = 0.2
 # Scene-wide degradations: on a 128 px training crop the analyzer's reading of them is not the
 # one it makes on a whole photo at run time (8 crops). Conditioning on that crop-level reading
-# cost 1-4 dB on haze, also with the true diagnosis (training-source photos, p = 0.5), so
-# :func:`predicted_prior` keeps these from the perturbed truth.
+# taught the restorer to ignore haze: 1.5-3.7 dB lost on haze with the true diagnosis
+# (training-source photos, --predicted 0.5), so :func:`predicted_prior` keeps these from the
+# perturbed truth. (With them kept the option gained 0.05 dB, within noise: not shipped, see
+# benchmarks/results/selection.md and the README.)
 SCENE_WIDE = ("haze", "low_light")
 
 
@@ -86,8 +88,9 @@ def predicted_prior(analyzer, degraded: torch.Tensor, truth: torch.Tensor | None
     """The prior the restorer meets at run time: the frozen analyzer's diagnosis of each
     degraded image, cropped, decoded and thresholded as ``Reasoner.diagnose`` does. Training on
     it (``train_reference --predicted``) teaches the restorer the analyzer's actual errors,
-    which the jitter of :func:`perturb` (about a grid step) does not cover: noise and JPEG
-    levels read low, a strong blur read as a weaker one. With ``truth`` (the perturbed-truth
+    which the jitter of :func:`perturb` (about a grid step) does not cover: haze reported on
+    photos without it, shot noise read at a third of its level, oriented texture read as a
+    motion blur. With ``truth`` (the perturbed-truth
     prior [B, P]) its blind rows (dropped diagnoses) stay blind and the types in ``keep`` come
     from it (see :data:`SCENE_WIDE`). Returns [B, P]."""
     cfg = analyzer.config

@@ -89,7 +89,7 @@ def predicted_prior(analyzer, degraded: torch.Tensor, truth: torch.Tensor | None
     degraded image, cropped, decoded and thresholded as ``Reasoner.diagnose`` does. Training on
     it (``train_reference --predicted``) teaches the restorer the analyzer's actual errors,
     which the jitter of :func:`perturb` (about a grid step) does not cover: haze reported on
-    photos without it, shot noise read at a third of its level, oriented texture read as a
+    photos without it, shot noise read at about half its level, oriented texture read as a
     motion blur. With ``truth`` (the perturbed-truth
     prior [B, P]) its blind rows (dropped diagnoses) stay blind and the types in ``keep`` come
     from it (see :data:`SCENE_WIDE`). Returns [B, P]."""

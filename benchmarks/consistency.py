@@ -23,8 +23,6 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -36,24 +34,6 @@ from reason_restore.restorer import consistency  # noqa: E402
 DEFAULT_OUT = HERE / "results" / "consistency.md"
 MODELLED_TYPES = set(consistency.POINTWISE_TYPES + consistency.LINEAR_TYPES
                      + consistency.ADDITIVE_TYPES)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """The pack's PSNR (restorer/metrics.py) of two H x W x 3 arrays in [0, 1]."""
-    import torch
-    from reason_restore.restorer.metrics import psnr as _psnr
-    return float(_psnr(*(torch.from_numpy(np.ascontiguousarray(v)).permute(2, 0, 1)[None]
-                         for v in (a, b)))[0])
-
-
-def sweep_photos(split: str, n: int, size: int) -> tuple[list[np.ndarray], list[str]]:
-    from reason_restore.tools.data import default_cache, split_of
-    root = default_cache() / "photos"
-    sources = sorted(p.name for p in root.iterdir() if p.is_dir() and split_of(p.name) == split)
-    out = []
-    for s in sources:
-        out += heldout.photos(n, size, folder=root / s)
-    return out, sources
 
 
 def main(argv=None) -> int:
@@ -71,7 +51,7 @@ def main(argv=None) -> int:
     from reason_restore.restorer.engine import load_default_restorer
     reasoner = load_reasoner(semantics=False)
     restorer = load_default_restorer()
-    photos, sources = sweep_photos(args.split, args.photos, args.size)
+    photos, sources = heldout.split_photos(args.split, args.photos, args.size)
     cases = [c for c in heldout.all_cases() if set(c.types) <= MODELLED_TYPES]
     columns = ["input", "network"] + [f"tau2={v:g}" for v in args.variances]
     table: dict[str, dict[str, list[float]]] = {}
@@ -82,13 +62,14 @@ def main(argv=None) -> int:
             x = torch.from_numpy(img).permute(2, 0, 1)[None]
             for diag_name, diag in (("predicted", reasoner.diagnose(x)[0]), ("true", truth)):
                 row = table.setdefault(f"{case.name} ({diag_name})", {})
-                row.setdefault("input", []).append(psnr(img, clean))
+                row.setdefault("input", []).append(heldout.psnr(img, clean))
                 net = restorer.restore(x, [diag], consistency=False)
-                row.setdefault("network", []).append(psnr(net[0].permute(1, 2, 0).numpy(), clean))
+                row.setdefault("network", []).append(
+                    heldout.psnr(net[0].permute(1, 2, 0).numpy(), clean))
                 for v in args.variances:
                     z = consistency.refine(net, x, diag, prior_variance=v)
                     row.setdefault(f"tau2={v:g}", []).append(
-                        psnr(z[0].permute(1, 2, 0).numpy(), clean))
+                        heldout.psnr(z[0].permute(1, 2, 0).numpy(), clean))
         print(case.name, {k: round(statistics.fmean(v), 2)
                           for k, v in table[f"{case.name} (predicted)"].items()},
               file=sys.stderr, flush=True)

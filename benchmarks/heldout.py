@@ -113,6 +113,25 @@ def photos(n: int = 8, size: int = 512, cache: Path | None = None,
     return out
 
 
+def split_photos(split: str, n: int, size: int) -> tuple[list[np.ndarray], list[str]]:
+    """``n`` photos of *each* source of ``split`` ("train" or "val"), centre ``size`` crops, and
+    the sources' names: where weights and hyper-parameters are chosen without the held-out set."""
+    root = default_cache() / "photos"
+    sources = sorted(p.name for p in root.iterdir() if p.is_dir() and split_of(p.name) == split)
+    out = []
+    for s in sources:
+        out += photos(n, size, folder=root / s)
+    return out, sources
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """The pack's PSNR (restorer/metrics.py) of two H x W x 3 arrays in [0, 1]."""
+    import torch
+    from reason_restore.restorer.metrics import psnr as _psnr
+    return float(_psnr(*(torch.from_numpy(np.ascontiguousarray(v)).permute(2, 0, 1)[None]
+                         for v in (a, b)))[0])
+
+
 def case_seed(case: Case, photo_index: int) -> int:
     return zlib.crc32(f"{case.name}#{photo_index}".encode()) & 0x7FFFFFFF
 

@@ -28,7 +28,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import heldout  # noqa: E402  (imports the pack)
-from consistency import psnr, sweep_photos  # noqa: E402
 
 from reason_restore.reasoner.synthesis import quantise  # noqa: E402
 
@@ -65,7 +64,7 @@ def score(path: Path, items, predicted) -> dict[str, dict[str, list[float]]]:
         x = torch.from_numpy(img).permute(2, 0, 1)[None]
         for kind, diagnosis in (("predicted", pred), ("true", truth)):
             z = restorer.restore(x, [diagnosis])[0].permute(1, 2, 0).numpy()
-            result[kind].setdefault(name, []).append(psnr(z, clean))
+            result[kind].setdefault(name, []).append(heldout.psnr(z, clean))
     return result
 
 
@@ -84,7 +83,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     from reason_restore.reasoner.engine import load_reasoner
     reasoner = load_reasoner(semantics=False)
-    photos, sources = sweep_photos("train", args.photos, args.size)
+    photos, sources = heldout.split_photos("train", args.photos, args.size)
     cases = [c for c in heldout.all_cases()
              if not args.cases or any(s in c.name for s in args.cases)]
     items = inputs(photos, cases)

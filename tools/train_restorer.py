@@ -90,9 +90,9 @@ def predicted_prior(analyzer, degraded: torch.Tensor, truth: torch.Tensor | None
     it (``train_reference --predicted``) teaches the restorer the analyzer's actual errors,
     which the jitter of :func:`perturb` (about a grid step) does not cover: haze reported on
     photos without it, shot noise read at about half its level, oriented texture read as a
-    motion blur. With ``truth`` (the perturbed-truth
-    prior [B, P]) its blind rows (dropped diagnoses) stay blind and the types in ``keep`` come
-    from it (see :data:`SCENE_WIDE`). Returns [B, P]."""
+    motion blur. With ``truth`` (the perturbed-truth prior [B, P]) its blind rows (dropped
+    diagnoses) stay blind and the types in ``keep`` come from it (see :data:`SCENE_WIDE`).
+    Returns [B, P]."""
     cfg = analyzer.config
     crops = torch.stack([make_crops(d, cfg.crop, cfg.max_crops) for d in degraded.float()])
     prior = encode_prior_batch(decode(analyzer(crops)), degraded.device)

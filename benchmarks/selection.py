@@ -7,8 +7,9 @@ markdown out:
 Every case of the held-out benchmark (benchmarks/heldout.py: each type at three levels, the
 mixtures) is applied to ``--photos`` photos of *each training source* (centre 512 crops), and
 each candidate restores it through the whole product path, ``Restorer.restore`` with the
-data-consistency step, once from the shipped analyzer's *predicted* diagnosis (what a user
-gets) and once from the true one (what an override gives). The held-out table
+data-consistency step, once from the analyzer's *predicted* diagnosis (what a user gets;
+``--analyzer`` swaps in a candidate analyzer) and once from the true one (what an override
+gives). The held-out table
 (benchmarks/restoration.py) then reports the pick; picking there would tune on the test set.
 """
 
@@ -72,6 +73,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--restorers", nargs="+", type=_named_path, required=True,
                     metavar="NAME=PATH")
+    ap.add_argument("--analyzer", type=Path, default=None,
+                    help="analyzer weights for the predicted diagnosis (default: the shipped "
+                         "ones); how analyzer candidates are picked")
     ap.add_argument("--photos", type=int, default=2, help="photos per training source")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--cases", nargs="+", metavar="SUBSTR", help="only cases naming these")
@@ -82,7 +86,7 @@ def main(argv=None) -> int:
     import torch
     torch.set_num_threads(1)
     from reason_restore.reasoner.engine import load_reasoner
-    reasoner = load_reasoner(semantics=False)
+    reasoner = load_reasoner(args.analyzer, semantics=False)
     photos, sources = heldout.split_photos("train", args.photos, args.size)
     cases = [c for c in heldout.all_cases()
              if not args.cases or any(s in c.name for s in args.cases)]

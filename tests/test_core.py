@@ -9,7 +9,8 @@ import torch
 
 from reason_restore.reasoner import synthesis
 from reason_restore.reasoner.analyzer import (AnalyzerConfig, DegradationAnalyzer, decode,
-                                              expected_params, make_crops, residual_severity)
+                                              expected_params, load_analyzer, make_crops,
+                                              residual_severity, save_analyzer)
 from reason_restore.reasoner.diagnosis import Diagnosis, DiagnosisError, Finding, json_schema
 from reason_restore.reasoner.taxonomy import (TAXONOMY, TIERS, TYPE_NAMES, get_type,
                                               overall_severity, param_slots, tier_of)
@@ -218,6 +219,21 @@ def test_expected_params_are_in_range_and_decode_is_valid():
     out["presence"] = torch.full_like(out["presence"], 10.0)  # everything present
     for d in decode(out):
         assert d.types and Diagnosis.from_json(d.to_json()).types == d.types
+
+
+def test_every_stage_pooling_round_trips_and_older_files_keep_the_ends(tmp_path):
+    torch.manual_seed(0)
+    wide = DegradationAnalyzer(AnalyzerConfig(width=8, crop=64, pool_every_stage=True)).eval()
+    ends = DegradationAnalyzer(AnalyzerConfig(width=8, crop=64)).eval()
+    # Every stage's mean and log-std reach the trunk: a wider first layer than the ends' one.
+    assert wide.trunk[0].in_features > ends.trunk[0].in_features
+    save_analyzer(wide, tmp_path / "wide.safetensors")
+    loaded = load_analyzer(tmp_path / "wide.safetensors")
+    assert loaded.config.pool_every_stage
+    x = torch.rand(1, 2, 3, 64, 64)
+    assert torch.equal(loaded(x)["presence"], wide(x)["presence"])
+    # A config written before the option existed has no such key: the ends, as trained.
+    assert AnalyzerConfig.from_dict({"width": 16}).pool_every_stage is False
 
 
 # --- user guidance and prompts ----------------------------------------------------------

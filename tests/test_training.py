@@ -2,6 +2,8 @@
 
 Small and fast: tiny models on synthetic patches (no photo cache, no apt)."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -150,6 +152,17 @@ def test_batches_are_the_same_resumed_or_made_by_worker_processes():
     in_workers = [b.tolist() for b in T.batches(_draw, seed=7, start=0, stop=6, workers=2)]
     assert in_workers == inline
     assert [b.tolist() for b in T.batches(_draw, seed=8, start=0, stop=1)] != inline[:1]
+
+
+def test_a_sitting_ends_on_its_own_clock_not_the_schedule():
+    args = T.trainer_arguments("t", minutes=30.0, steps=10, batch=1, lr=1.0, eval_images=1,
+                               out=None).parse_args(["--minutes", "60", "--sitting", "0.5"])
+    assert args.minutes == 60 and args.sitting == 0.5
+    assert not T.sitting_over(args, start=time.time())
+    assert T.sitting_over(args, start=time.time() - 31)
+    no_sitting = T.trainer_arguments("t", minutes=30.0, steps=10, batch=1, lr=1.0,
+                                     eval_images=1, out=None).parse_args([])
+    assert not T.sitting_over(no_sitting, start=0.0)  # only --minutes ends the run
 
 
 def test_cosine_lr_follows_whichever_budget_ends_first():

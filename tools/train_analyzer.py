@@ -132,6 +132,12 @@ def main(argv=None):
     ap = T.trainer_arguments(__doc__.splitlines()[0], minutes=30.0, steps=100000, batch=16,
                              lr=2e-3, eval_images=240, out=WEIGHTS)
     ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--pool", choices=("every", "ends"), default="every",
+                    help="pool statistics after every stage (default) or only after the stem "
+                         "and the last stage (the analyzers trained before 2026-11-23)")
+    ap.add_argument("--crops", type=int, default=4,
+                    help="128-px crops per training image; 4 tile a 256-px patch, so haze's "
+                         "depth ramp and low light are seen whole (inference uses 8)")
     ap.add_argument("--init", type=Path, default=None,
                     help="fine-tune from these analyzer weights instead of from scratch")
     args = ap.parse_args(argv)
@@ -140,9 +146,10 @@ def main(argv=None):
     if args.init is not None:
         model = load_analyzer(args.init).to(device).train()
         config = model.config
-        config.max_crops = 2
+        config.max_crops = args.crops
     else:
-        config = AnalyzerConfig(width=args.width, max_crops=2)
+        config = AnalyzerConfig(width=args.width, max_crops=args.crops,
+                                pool_every_stage=args.pool == "every")
         model = DegradationAnalyzer(config).to(device)
     # The record of the weights we start from, kept as the earlier stage of the new record.
     init_record = args.init.with_suffix(".json") if args.init is not None else None
@@ -158,7 +165,7 @@ def main(argv=None):
     stream = T.batches(partial(analyzer_batch, patches=train, batch=args.batch),
                        args.seed, step, args.steps, args.workers)
     for imgs, (presence, slot_t, slot_m) in stream:
-        if elapsed0 + time.time() - start >= budget:
+        if elapsed0 + time.time() - start >= budget or T.sitting_over(args, start):
             break
         lr = T.cosine_lr(args.lr, step, args.steps, elapsed0 + time.time() - start, budget)
         for g in optim.param_groups:
@@ -184,7 +191,9 @@ def main(argv=None):
     config.max_crops = 8  # inference looks at more of a large image than training did
     save_analyzer(model, args.out / "analyzer.safetensors", {"steps": step})
     record = {
-        "network": "DegradationAnalyzer", "config": {"width": config.width},
+        "network": "DegradationAnalyzer",
+        "config": {"width": config.width, "pool_every_stage": config.pool_every_stage,
+                   "training_crops": args.crops},
         "parameters": sum(p.numel() for p in model.parameters()),
         "data": {"train": "tools/data.py train split (lomiri, lxqt, plasma)",
                  "held_out": "mate", "manifest_sha256": T.manifest_sha(),

@@ -172,7 +172,7 @@ def main(argv=None):
     stream = T.batches(partial(restorer_batch, patches=train, batch=args.batch, crop=args.crop),
                        args.seed, step, args.steps, args.workers)
     for clean, deg, prior, severity in stream:
-        if elapsed0 + time.time() - start >= budget:
+        if elapsed0 + time.time() - start >= budget or T.sitting_over(args, start):
             break
         lr = T.cosine_lr(args.lr, step, args.steps, elapsed0 + time.time() - start, budget)
         for g in optim.param_groups:

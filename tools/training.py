@@ -141,10 +141,18 @@ def trainer_arguments(description: str, *, minutes: float, steps: int, batch: in
     ap.add_argument("--eval-images", type=int, default=eval_images)
     ap.add_argument("--out", type=Path, default=out)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--sitting", type=float, default=None, metavar="MINUTES",
+                    help="end this sitting after MINUTES (checkpoint and weights written) "
+                         "while the schedule still spans --minutes; --resume continues it")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     ap.add_argument("--workers", type=int, default=0,
                     help="processes synthesising training pairs ahead of the loop (0: inline)")
     return ap
+
+
+def sitting_over(args, start: float) -> bool:
+    """True once this sitting has used its ``--sitting`` minutes (never without the option)."""
+    return args.sitting is not None and time.time() - start >= args.sitting * 60
 
 
 def training_device(args) -> torch.device:

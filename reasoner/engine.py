@@ -13,6 +13,7 @@ import torch
 from .analyzer import (DegradationAnalyzer, decode, describe_image, load_analyzer,
                        make_crops, residual_severity)
 from .diagnosis import Diagnosis
+from .evidence import bound_by_detail
 from .images import as_rgb_batch
 
 DEFAULT_ANALYZER = Path(__file__).resolve().parent / "weights" / "analyzer.safetensors"
@@ -24,8 +25,12 @@ class Reasoner:
     kind = "analyzer"
 
     def __init__(self, model: DegradationAnalyzer, device=None, dtype=torch.float32,
-                 name: str = "analyzer", keep_loaded: bool = True, semantics=None):
+                 name: str = "analyzer", keep_loaded: bool = True, semantics=None,
+                 detail_check: bool = True):
         self.model = model.eval()
+        # Weaken blur/low-resolution findings the input's own detail rules out
+        # (reasoner/evidence.py); off only to measure what it does.
+        self.detail_check = detail_check
         # Optional offline ImageNet tagger (reasoner/vlm/semantics.py): without a VLM it is
         # what keeps the default diagnosis from being blind to content.
         self.semantics = semantics
@@ -55,6 +60,8 @@ class Reasoner:
                 observation += f" It looks like {sem.scene}" + (
                     f" ({', '.join(sem.objects[:3])})." if sem.objects else ".")
             d = decode(self.outputs(img[None]), [observation])[0]
+            if self.detail_check:
+                d = bound_by_detail(img.float().cpu(), d)
             if sem is not None:
                 from .vlm.semantics import apply_semantics
                 apply_semantics(d, sem)

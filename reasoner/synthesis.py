@@ -121,6 +121,9 @@ def ground_truth(steps: Sequence[Step]) -> Diagnosis:
                                    observation="Synthetic degradation of a clean photograph.")
 
 
+QUANTISATION_VARIANCE = (1.0 / 255.0) ** 2 / 12.0  # of the rounding that quantise() does
+
+
 def quantise(img: np.ndarray) -> np.ndarray:
     """Round to 8 bits, as a saved photo is (training pairs and benchmarks both use this)."""
     return (np.round(np.clip(img, 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)

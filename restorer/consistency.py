@@ -61,8 +61,9 @@ import torch
 import torch.nn.functional as F
 
 from ..reasoner.diagnosis import Diagnosis, Finding
-from ..reasoner.synthesis import (blur_kernel, convolve_tensor, jpeg_roundtrip,
-                                  low_resolution_size, quantise, resize_tensor, tone_curve)
+from ..reasoner.synthesis import (QUANTISATION_VARIANCE, blur_kernel, convolve_tensor,
+                                  jpeg_roundtrip, low_resolution_size, quantise, resize_tensor,
+                                  tone_curve)
 from ..reasoner.taxonomy import TYPE_NAMES, get_type
 
 __all__ = ["SCENE_TYPES", "POINTWISE_TYPES", "LINEAR_TYPES", "ADDITIVE_TYPES",
@@ -76,7 +77,6 @@ ADDITIVE_TYPES = ("noise", "jpeg")                # after A: part of sigma^2
 assert set(SCENE_TYPES + POINTWISE_TYPES + LINEAR_TYPES + ADDITIVE_TYPES) == set(TYPE_NAMES), \
     "every taxonomy type needs a role in the data-consistency model"
 
-QUANTISATION_VARIANCE = (1.0 / 255.0) ** 2 / 12.0  # 8-bit rounding of the input
 # tau^2, the expected squared error of the network output per pixel (3e-4 = 35 dB). Chosen on
 # training-source photos, never the held-out ones (benchmarks/consistency.py prints the sweep).
 PRIOR_VARIANCE = 3e-4

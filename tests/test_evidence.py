@@ -1,0 +1,87 @@
+"""reasoner/evidence.py: the input's own detail bounds the blur and low-resolution findings."""
+
+import numpy as np
+import pytest
+import torch
+
+from reason_restore.reasoner.diagnosis import Diagnosis, Finding
+from reason_restore.reasoner.evidence import DETAIL_LIMIT, bound_by_detail, detail_ratio
+from reason_restore.reasoner.synthesis import degrade, quantise
+
+
+def _photo_like(size=256, seed=0) -> np.ndarray:
+    """Random-phase noise with a natural image's 1/f amplitude spectrum, in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    fy, fx = np.meshgrid(np.fft.fftfreq(size), np.fft.fftfreq(size), indexing="ij")
+    amp = 1.0 / np.maximum(np.hypot(fy, fx), 1.0 / size)
+    chans = []
+    for _ in range(3):
+        phase = np.exp(2j * np.pi * rng.random((size, size)))
+        x = np.fft.ifft2(amp * phase).real
+        chans.append((x - x.min()) / (x.max() - x.min()))
+    return np.stack(chans, -1).astype(np.float32)
+
+
+def _tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(quantise(img)).permute(2, 0, 1)
+
+
+def _blur(width: float, source="analyzer") -> Finding:
+    return Finding.from_params("blur", {"width": width}, 0.9, source)
+
+
+@pytest.fixture(scope="module")
+def mildly_blurred():
+    img, _ = degrade(_photo_like(), "blur: width=1.0", seed=1)
+    return _tensor(img)
+
+
+def test_the_true_operator_fits_and_a_much_stronger_one_does_not(mildly_blurred):
+    assert detail_ratio(mildly_blurred, [_blur(1.0)]) <= DETAIL_LIMIT
+    assert detail_ratio(mildly_blurred, [_blur(3.5)]) > 10 * DETAIL_LIMIT
+    assert detail_ratio(mildly_blurred, []) is None  # no operator, nothing to test
+    assert detail_ratio(mildly_blurred, [_blur(0.5)]) is None  # passes > 0.1 % to Nyquist
+
+
+def test_an_overestimated_blur_is_pulled_down_and_the_reasoning_says_why(mildly_blurred):
+    claimed = Diagnosis.from_findings([_blur(3.5)], observation="A test image.")
+    bounded = bound_by_detail(mildly_blurred, claimed)
+    width = bounded.finding("blur").params["width"]
+    assert 0.6 < width < 2.0  # near the true 1.0, far below the claimed 3.5
+    assert bounded.finding("blur").severity < claimed.finding("blur").severity
+    assert detail_ratio(mildly_blurred, bounded.findings) <= DETAIL_LIMIT
+    assert "detail ratio" in bounded.chain_of_thought()
+    assert bounded.reasoning[0].text == "A test image."
+    right = Diagnosis.from_findings([_blur(1.0)])
+    assert bound_by_detail(mildly_blurred, right) is right
+
+
+def test_a_blur_on_an_image_with_detail_up_to_nyquist_is_dropped():
+    sharp = _photo_like(seed=2)
+    grain = 0.5 * sharp + 0.5 * np.random.default_rng(3).random(sharp.shape, dtype=np.float32)
+    for claim in (_blur(3.0), Finding.from_params("low_resolution", {"scale": 3.0})):
+        for img in (sharp, grain):
+            bounded = bound_by_detail(_tensor(img), Diagnosis.from_findings([claim]))
+            assert not bounded.findings and "-> none" in bounded.chain_of_thought()
+
+
+def test_user_findings_and_jpeg_diagnoses_are_left_alone(mildly_blurred):
+    user = Diagnosis.from_findings([_blur(3.5, source="user")])
+    assert bound_by_detail(mildly_blurred, user) is user
+    jpeg = Diagnosis.from_findings([_blur(3.5), Finding.from_params("jpeg", {"quality": 40})])
+    assert bound_by_detail(mildly_blurred, jpeg) is jpeg  # JPEG adds detail of its own
+
+
+def test_diagnosed_noise_is_part_of_the_floor():
+    noisy, _ = degrade(_photo_like(), "blur: width=1.0; noise: sigma=15", seed=1)
+    noisy = _tensor(noisy)
+    noise = Finding.from_params("noise", {"sigma": 15})
+    right = Diagnosis.from_findings([_blur(1.0), noise])
+    assert bound_by_detail(noisy, right) is right  # the noise explains the stopband's power
+    unexplained = Diagnosis.from_findings([_blur(1.0)])
+    assert bound_by_detail(noisy, unexplained).finding("blur") is None
+
+
+def test_detail_ratio_names_a_wrong_image_shape():
+    with pytest.raises(ValueError, match="image: expected"):
+        detail_ratio(torch.rand(1, 3, 64, 64), [_blur(1.0)])

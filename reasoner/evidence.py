@@ -15,12 +15,15 @@ held-out photos a mild blur read as 0.63 / 0.89 turned 33-43 dB inputs into 22-2
 restorations (2026-11-23, ``Restorer.restore`` with the data step).
 
 The statistic, ``detail_ratio``: the input luma's power spectrum (Hann-windowed centre crop)
-averaged over the stopband, over the variance of the white additive error (8-bit rounding,
-plus the diagnosed noise). On training-source photos (the benchmark's cases on 2 photos per
-training source) the true operator gave 0.35-2.9 without noise and 0.37-0.48 with it (0.47-
-0.63 over the analyzer's noise estimate); the analyzer's overestimates gave 5.7 to 860, so
-``DETAIL_LIMIT`` is 4. JPEG and rain add detail of their own at a spectrum the check does not
-model, so it leaves diagnoses with them alone; it never changes a user's finding.
+averaged over the stopband, over what the diagnosed additive errors put there: the variance
+of the white ones (8-bit rounding, the diagnosed noise) plus, with JPEG diagnosed, the
+stopband power of the error that JPEG at that quality adds to the image once filtered by the
+operator (simulated on the input). On training-source photos (the benchmark's cases on 2
+photos per training source) the true operator gave 0.35-2.9 without noise, 0.37-0.48 with it
+(0.47-0.63 over the analyzer's noise estimate) and 0.20-0.32 with noise and JPEG; the
+analyzer's overestimates gave 5.7 to 860 (44-136 for a false severe blur on a JPEG), so
+``DETAIL_LIMIT`` is 4. Rain streaks add detail of an unknown layout, so the check leaves
+diagnoses with rain alone; it never changes a user's finding.
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ from __future__ import annotations
 import torch
 
 from .diagnosis import Diagnosis, Finding, ReasoningStep
-from .synthesis import QUANTISATION_VARIANCE, blur_kernel, low_resolution_size, resize_tensor
+from .synthesis import (QUANTISATION_VARIANCE, blur_kernel, jpeg_roundtrip, low_resolution_size,
+                        resize_tensor)
 from .taxonomy import get_type
 
 __all__ = ["BOUNDED_TYPES", "DETAIL_LIMIT", "white_variance", "detail_ratio", "bound_by_detail"]
 
 BOUNDED_TYPES = ("blur", "low_resolution")
-ADDS_DETAIL = ("jpeg", "rain")  # additive errors of unknown spectrum: no check
+ADDS_DETAIL = ("rain",)  # streaks add detail of an unknown spectrum: no check
 STOPBAND = 1e-3       # |H|^2 below this: the operator passes 0.1 % of the power
 DETAIL_LIMIT = 4.0    # training-source photos: true operators 0.35-2.9, overestimates >= 5.7
 DROP_BELOW = 0.05     # severity left after bounding under which the finding goes
@@ -53,23 +57,34 @@ def _luma_power(image: torch.Tensor) -> torch.Tensor:
     return spectrum.abs() ** 2 / (win ** 2).sum()
 
 
-def _transfer_power(findings, h: int, w: int) -> torch.Tensor:
-    """``|H|^2`` on the rfft2 grid of an h x w image for the blur and low-resolution findings
-    (the synthesiser's operators: its PSF, its antialiased bicubic down and up)."""
-    power = torch.ones(h, w // 2 + 1, dtype=torch.float64)
+def _transfer(findings, h: int, w: int) -> torch.Tensor:
+    """``|H|`` on the rfft2 grid of an h x w image for the blur and low-resolution findings
+    (the synthesiser's operators: its PSF, its antialiased bicubic down and up). The PSFs are
+    symmetric about their centre, so ``|H|`` is the same filter without its shift."""
+    gain = torch.ones(h, w // 2 + 1, dtype=torch.float64)
     for f in findings:
         p = f.params
         if f.type == "blur":
             k = torch.from_numpy(blur_kernel(p["width"], p["motion_length"],
                                              p["motion_angle"])).double()
-            power = power * torch.fft.rfft2(k, s=(h, w)).abs() ** 2
+            gain = gain * torch.fft.rfft2(k, s=(h, w)).abs()
         elif f.type == "low_resolution" and p["scale"] > 1.0:
             impulse = torch.zeros(1, 1, h, w)
             impulse[..., h // 2, w // 2] = 1.0
             response = resize_tensor(resize_tensor(impulse, *low_resolution_size(h, w, p["scale"])),
                                      h, w)[0, 0].double()
-            power = power * torch.fft.rfft2(response).abs() ** 2
-    return power
+            gain = gain * torch.fft.rfft2(response).abs()
+    return gain
+
+
+def _jpeg_power(crop: torch.Tensor, gain: torch.Tensor, quality: float) -> torch.Tensor:
+    """Luma power spectrum of the error JPEG at ``quality`` adds to ``crop`` once it has gone
+    through the operator: blocking and ringing land in the stopband too, so a blurred JPEG
+    holds more there than rounding alone."""
+    filtered = torch.fft.irfft2(torch.fft.rfft2(crop.double()) * gain, s=crop.shape[-2:])
+    clean = filtered.clamp(0, 1).float().permute(1, 2, 0).numpy()
+    error = torch.from_numpy(jpeg_roundtrip(clean, quality) - clean).permute(2, 0, 1)
+    return _luma_power(error)
 
 
 def white_variance(diagnosis: Diagnosis | None, image: torch.Tensor) -> float:
@@ -83,21 +98,25 @@ def white_variance(diagnosis: Diagnosis | None, image: torch.Tensor) -> float:
     return var
 
 
-def detail_ratio(image: torch.Tensor, findings, floor: float = QUANTISATION_VARIANCE
-                 ) -> float | None:
+def detail_ratio(image: torch.Tensor, findings, floor: float = QUANTISATION_VARIANCE,
+                 jpeg_quality: float | None = None) -> float | None:
     """Mean power of ``image``'s luma where the findings' operator passes less than
     ``STOPBAND``, over ``floor`` (the white error's per-channel variance: luma keeps 0.45 of
-    it, so a perfect fit reads about 0.45); None where the operator passes more everywhere
-    below Nyquist (a Gaussian blur under 0.84 px, a scale near 1): untestable."""
+    it, so a perfect fit reads about 0.45) plus, with ``jpeg_quality``, the mean power there of
+    the error that JPEG adds to the filtered image; None where the operator passes more
+    everywhere below Nyquist (a Gaussian blur under 0.84 px, a scale near 1): untestable."""
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"image: expected [3, H, W], got {list(image.shape)}")
     _, h, w = image.shape
     top, left = max(0, (h - CROP) // 2), max(0, (w - CROP) // 2)
     crop = image[:, top:top + CROP, left:left + CROP].float()
-    stop = _transfer_power(findings, *crop.shape[1:]) < STOPBAND
+    gain = _transfer(findings, *crop.shape[1:])
+    stop = gain ** 2 < STOPBAND
     stop[0, 0] = False
     if not bool(stop.any()):
         return None
+    if jpeg_quality is not None:
+        floor = floor + float(_jpeg_power(crop, gain, jpeg_quality)[stop].mean())
     return float(_luma_power(crop)[stop].mean() / floor)
 
 
@@ -120,12 +139,14 @@ def bound_by_detail(image: torch.Tensor, diagnosis: Diagnosis,
         return diagnosis
     fixed = [f for f in diagnosis.findings if f.type in BOUNDED_TYPES and f not in bounded]
     floor = white_variance(diagnosis, image)
-    ratio = detail_ratio(image, bounded + fixed, floor)
+    jpeg = diagnosis.finding("jpeg")
+    quality = jpeg.params["quality"] if jpeg is not None else None
+    ratio = detail_ratio(image, bounded + fixed, floor, quality)
     if ratio is None or ratio <= limit:
         return diagnosis
 
     def ratio_at(a):
-        return detail_ratio(image, [_scaled(f, a) for f in bounded] + fixed, floor)
+        return detail_ratio(image, [_scaled(f, a) for f in bounded] + fixed, floor, quality)
 
     lo, hi = 0.0, 1.0  # the largest fraction whose operator the input still fits
     for _ in range(BISECTIONS):

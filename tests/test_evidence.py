@@ -65,11 +65,23 @@ def test_a_blur_on_an_image_with_detail_up_to_nyquist_is_dropped():
             assert not bounded.findings and "-> none" in bounded.chain_of_thought()
 
 
-def test_user_findings_and_jpeg_diagnoses_are_left_alone(mildly_blurred):
+def test_user_findings_and_rainy_diagnoses_are_left_alone(mildly_blurred):
     user = Diagnosis.from_findings([_blur(3.5, source="user")])
     assert bound_by_detail(mildly_blurred, user) is user
-    jpeg = Diagnosis.from_findings([_blur(3.5), Finding.from_params("jpeg", {"quality": 40})])
-    assert bound_by_detail(mildly_blurred, jpeg) is jpeg  # JPEG adds detail of its own
+    rain = Finding.from_params("rain", {"density": 0.01, "length": 20})
+    rainy = Diagnosis.from_findings([_blur(3.5), rain])
+    assert bound_by_detail(mildly_blurred, rainy) is rainy  # streaks of unknown layout
+
+
+def test_diagnosed_jpeg_blocking_is_part_of_the_floor():
+    img, _ = degrade(_photo_like(), "blur: width=1.0; jpeg: quality=50", seed=1)
+    img = _tensor(img)
+    jpeg = Finding.from_params("jpeg", {"quality": 50})
+    right = Diagnosis.from_findings([_blur(1.0), jpeg])
+    assert bound_by_detail(img, right) is right  # the blocking explains the stopband's power
+    assert detail_ratio(img, [_blur(1.0)]) > DETAIL_LIMIT  # which rounding alone does not
+    stronger = Diagnosis.from_findings([_blur(4.0), jpeg])
+    assert bound_by_detail(img, stronger).finding("blur").params["width"] < 2.0
 
 
 def test_diagnosed_noise_is_part_of_the_floor():
@@ -85,3 +97,19 @@ def test_diagnosed_noise_is_part_of_the_floor():
 def test_detail_ratio_names_a_wrong_image_shape():
     with pytest.raises(ValueError, match="image: expected"):
         detail_ratio(torch.rand(1, 3, 64, 64), [_blur(1.0)])
+
+
+def test_the_reasoner_applies_the_check_unless_told_not_to(mildly_blurred, monkeypatch):
+    from reason_restore.reasoner import engine
+    from reason_restore.reasoner.analyzer import AnalyzerConfig, DegradationAnalyzer
+
+    def overestimate(outputs, observations):
+        return [Diagnosis.from_findings([_blur(3.5)], observation=observations[0])]
+
+    monkeypatch.setattr(engine, "decode", overestimate)
+    model = DegradationAnalyzer(AnalyzerConfig(width=8, crop=64, max_crops=1, hidden=16))
+    image = mildly_blurred[None]
+    checked = engine.Reasoner(model).diagnose(image)[0]
+    assert checked.finding("blur").params["width"] < 2.0
+    raw = engine.Reasoner(model, detail_check=False).diagnose(image)[0]
+    assert raw.finding("blur").params["width"] == pytest.approx(3.5)

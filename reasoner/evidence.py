@@ -40,7 +40,7 @@ __all__ = ["BOUNDED_TYPES", "DETAIL_LIMIT", "white_variance", "detail_ratio", "b
 BOUNDED_TYPES = ("blur", "low_resolution")
 ADDS_DETAIL = ("rain",)  # streaks add detail of an unknown spectrum: no check
 STOPBAND = 1e-3       # |H|^2 below this: the operator passes 0.1 % of the power
-DETAIL_LIMIT = 4.0    # training-source photos: true operators 0.35-2.9, overestimates >= 5.7
+DETAIL_LIMIT = 4.0    # training-source photos: true operators 0.20-2.9, overestimates >= 5.7
 DROP_BELOW = 0.05     # severity left after bounding under which the finding goes
 CROP = 512            # the spectrum of a centre crop: the operators are shift-invariant
 BISECTIONS = 8

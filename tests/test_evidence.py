@@ -105,3 +105,21 @@ def test_the_reasoner_applies_the_check_unless_told_not_to(mildly_blurred, monke
     assert checked.finding("blur").params["width"] < 2.0
     raw = engine.Reasoner(model, detail_check=False).diagnose(image)[0]
     assert raw.finding("blur").params["width"] == pytest.approx(3.5)
+
+
+def test_a_vlm_reasoners_blur_meets_the_same_evidence(mildly_blurred):
+    from reason_restore.reasoner.vlm.fusion import FusedReasoner
+
+    class OverestimatingVLM:
+        device, dtype, name, keep_loaded, model = "cpu", torch.float32, "vlm", True, None
+
+        def diagnose(self, images, progress=None):
+            return [Diagnosis.from_findings([_blur(3.5, source="vlm")])]
+
+    d = FusedReasoner(None, OverestimatingVLM(), "vlm").diagnose(mildly_blurred[None])[0]
+    assert d.finding("blur").params["width"] < 2.0 and "detail ratio" in d.chain_of_thought()
+
+
+def test_detail_ratio_names_a_wrong_image_shape():
+    with pytest.raises(ValueError, match="image: expected"):
+        detail_ratio(torch.rand(1, 3, 64, 64), [_blur(1.0)])

@@ -305,7 +305,8 @@ def json_schema() -> dict:
 
 # --- chain of thought -------------------------------------------------------------------
 
-def _describe_params(f: Finding) -> str:
+def describe_params(f: Finding) -> str:
+    """A finding's parameters in plain words ("sigma=25 0-255, shot=5 0-255")."""
     t = get_type(f.type)
     parts = []
     for p in t.params:
@@ -321,7 +322,7 @@ def build_reasoning(d: Diagnosis, observation: str = "") -> list[ReasoningStep]:
     steps = [ReasoningStep("observation", observation or (
         f"Scene: {d.scene}." if d.scene else "The image content was not described."))]
     if d.findings:
-        found = "; ".join(f"{get_type(f.type).label.lower()} ({_describe_params(f)}, "
+        found = "; ".join(f"{get_type(f.type).label.lower()} ({describe_params(f)}, "
                           f"confidence {f.confidence:.2f})" for f in d.findings)
         steps.append(ReasoningStep("degradations", f"Detected {found}."))
         sev = "; ".join(f"{f.type} {f.severity:.2f} ({f.tier})" for f in d.findings)

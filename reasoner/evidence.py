@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import torch
 
-from .diagnosis import Diagnosis, Finding, ReasoningStep
+from .diagnosis import Diagnosis, Finding, ReasoningStep, describe_params
 from .synthesis import (QUANTISATION_VARIANCE, blur_kernel, jpeg_roundtrip, low_resolution_size,
                         resize_tensor)
 from .taxonomy import get_type
@@ -129,6 +129,23 @@ def _scaled(f: Finding, a: float) -> Finding:
     return Finding.from_params(f.type, params, f.confidence, f.source, f.param_confidence)
 
 
+def _revised_reasoning(before: list, rebuilt: list, revision: ReasoningStep) -> list:
+    """The chain of thought as it was (the observation, what was detected, a VLM's causes),
+    the revision right after what was detected, and severity and plan as they now stand."""
+    if not before:
+        before = rebuilt
+    fresh = {step.stage: step for step in rebuilt if step.stage in ("severity", "plan")}
+    steps, placed = [], False
+    for step in before:
+        if step.stage in fresh:
+            step = fresh.pop(step.stage)
+        steps.append(step)
+        if step.stage == "degradations" and not placed:
+            steps.append(revision)
+            placed = True
+    return steps + ([] if placed else [revision]) + list(fresh.values())
+
+
 def bound_by_detail(image: torch.Tensor, diagnosis: Diagnosis,
                     limit: float = DETAIL_LIMIT) -> Diagnosis:
     """``diagnosis`` with its non-user blur and low-resolution findings weakened (or dropped)
@@ -164,15 +181,15 @@ def bound_by_detail(image: torch.Tensor, diagnosis: Diagnosis,
     findings = [f for f in findings
                 if f.type not in kept or (keep and f.severity >= DROP_BELOW)]
     left = {f.type for f in findings}
-    changes = ", ".join(
-        f"{f.type} {f.severity:.2f} -> " + (f"{kept[f.type].severity:.2f}"
-                                            if f.type in left else "none")
+    changes = "; ".join(
+        f"{f.type} {f.severity:.2f} -> " + (
+            f"{kept[f.type].severity:.2f} ({describe_params(kept[f.type])})"
+            if f.type in left else "none")
         for f in bounded)
-    observation = diagnosis.reasoning[0].text if diagnosis.reasoning else ""
     result = Diagnosis.from_findings(
         findings, presence=diagnosis.presence, scene=diagnosis.scene, objects=diagnosis.objects,
-        sources=diagnosis.sources, observation=observation, notes=diagnosis.notes)
-    result.reasoning.insert(1, ReasoningStep(
+        sources=diagnosis.sources, notes=diagnosis.notes)
+    result.reasoning = _revised_reasoning(diagnosis.reasoning, result.reasoning, ReasoningStep(
         "degradations", f"The image keeps fine detail that the diagnosed optics would have "
         f"removed (detail ratio {ratio:.1f}, limit {limit:g}): {changes}."))
     return result

@@ -123,3 +123,14 @@ def test_a_vlm_reasoners_blur_meets_the_same_evidence(mildly_blurred):
 def test_detail_ratio_names_a_wrong_image_shape():
     with pytest.raises(ValueError, match="image: expected"):
         detail_ratio(torch.rand(1, 3, 64, 64), [_blur(1.0)])
+
+
+def test_the_revision_keeps_the_chain_of_thought_it_revises(mildly_blurred):
+    claimed = Diagnosis.from_findings([_blur(3.5)], observation="A test image.")
+    claimed.reasoning[1].text += " Likely causes (VLM): blur: camera shake."
+    steps = bound_by_detail(mildly_blurred, claimed).reasoning
+    assert [s.stage for s in steps] == ["observation", "degradations", "degradations",
+                                        "severity", "plan"]
+    assert steps[1].text == claimed.reasoning[1].text  # what was detected, and the VLM's causes
+    assert "detail ratio" in steps[2].text
+    assert steps[3].text != claimed.reasoning[2].text  # severity as it now stands

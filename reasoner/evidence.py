@@ -98,18 +98,18 @@ def white_variance(diagnosis: Diagnosis | None, image: torch.Tensor) -> float:
     return var
 
 
-def detail_ratio(image: torch.Tensor, findings, floor: float = QUANTISATION_VARIANCE,
-                 jpeg_quality: float | None = None) -> float | None:
-    """Mean power of ``image``'s luma where the findings' operator passes less than
-    ``STOPBAND``, over ``floor`` (the white error's per-channel variance: luma keeps 0.45 of
-    it, so a perfect fit reads about 0.45) plus, with ``jpeg_quality``, the mean power there of
-    the error that JPEG adds to the filtered image; None where the operator passes more
-    everywhere below Nyquist (a Gaussian blur under 0.84 px, a scale near 1): untestable."""
+def _centre_crop(image: torch.Tensor) -> torch.Tensor:
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"image: expected [3, H, W], got {list(image.shape)}")
     _, h, w = image.shape
     top, left = max(0, (h - CROP) // 2), max(0, (w - CROP) // 2)
-    crop = image[:, top:top + CROP, left:left + CROP].float()
+    return image[:, top:top + CROP, left:left + CROP].float()
+
+
+def _ratio(crop: torch.Tensor, power: torch.Tensor, findings, floor: float,
+           jpeg_quality: float | None) -> float | None:
+    """:func:`detail_ratio` of ``crop`` whose luma power spectrum ``power`` is already known
+    (the bisection asks about one image many times)."""
     gain = _transfer(findings, *crop.shape[1:])
     stop = gain ** 2 < STOPBAND
     stop[0, 0] = False
@@ -117,7 +117,18 @@ def detail_ratio(image: torch.Tensor, findings, floor: float = QUANTISATION_VARI
         return None
     if jpeg_quality is not None:
         floor = floor + float(_jpeg_power(crop, gain, jpeg_quality)[stop].mean())
-    return float(_luma_power(crop)[stop].mean() / floor)
+    return float(power[stop].mean() / floor)
+
+
+def detail_ratio(image: torch.Tensor, findings, floor: float = QUANTISATION_VARIANCE,
+                 jpeg_quality: float | None = None) -> float | None:
+    """Mean power of ``image``'s luma where the findings' operator passes less than
+    ``STOPBAND``, over ``floor`` (the white error's per-channel variance: luma keeps 0.45 of
+    it, so a perfect fit reads about 0.45) plus, with ``jpeg_quality``, the mean power there of
+    the error that JPEG adds to the filtered image; None where the operator passes more
+    everywhere below Nyquist (a Gaussian blur under 0.84 px, a scale near 1): untestable."""
+    crop = _centre_crop(image)
+    return _ratio(crop, _luma_power(crop), findings, floor, jpeg_quality)
 
 
 def _scaled(f: Finding, a: float) -> Finding:
@@ -158,12 +169,14 @@ def bound_by_detail(image: torch.Tensor, diagnosis: Diagnosis,
     floor = white_variance(diagnosis, image)
     jpeg = diagnosis.finding("jpeg")
     quality = jpeg.params["quality"] if jpeg is not None else None
-    ratio = detail_ratio(image, bounded + fixed, floor, quality)
+    crop = _centre_crop(image)
+    power = _luma_power(crop)
+    ratio = _ratio(crop, power, bounded + fixed, floor, quality)
     if ratio is None or ratio <= limit:
         return diagnosis
 
     def ratio_at(a):
-        return detail_ratio(image, [_scaled(f, a) for f in bounded] + fixed, floor, quality)
+        return _ratio(crop, power, [_scaled(f, a) for f in bounded] + fixed, floor, quality)
 
     lo, hi = 0.0, 1.0  # the largest fraction whose operator the input still fits
     for _ in range(BISECTIONS):

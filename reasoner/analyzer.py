@@ -172,8 +172,13 @@ def residual_severity(outputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
     params = expected_params(outputs)
     per_type = torch.stack([presence[:, i] * get_type(n).severity(params[n])
                             for i, n in enumerate(TYPE_NAMES)], 1)
-    overall = 1.0 - (1.0 - per_type).prod(1)
-    return per_type, overall
+    return per_type, combined_severity(per_type)
+
+
+def combined_severity(per_type: torch.Tensor) -> torch.Tensor:
+    """[..., T] per-type severities -> [...] overall: the union ``1 - prod(1 - s)``, as
+    ``taxonomy.overall_severity`` combines a diagnosis's findings."""
+    return 1.0 - (1.0 - per_type).prod(-1)
 
 
 def _param_confidence(probs: torch.Tensor) -> torch.Tensor:

@@ -10,10 +10,10 @@ from typing import Callable, Optional
 
 import torch
 
-from .analyzer import (DegradationAnalyzer, decode, describe_image, load_analyzer,
-                       make_crops, residual_severity)
+from .analyzer import (DegradationAnalyzer, combined_severity, decode, describe_image,
+                       load_analyzer, make_crops, residual_severity)
 from .diagnosis import Diagnosis
-from .evidence import bound_by_detail
+from .evidence import bound_by_detail, bound_severities
 from .images import as_rgb_batch
 
 DEFAULT_ANALYZER = Path(__file__).resolve().parent / "weights" / "analyzer.safetensors"
@@ -73,13 +73,21 @@ class Reasoner:
 
     @torch.no_grad()
     def score(self, images) -> tuple[torch.Tensor, torch.Tensor]:
-        """Residual severity: ([B, T] per type, [B] overall), on the CPU."""
+        """Residual severity: ([B, T] per type, [B] overall), on the CPU. With the detail
+        check on, blur and low resolution are revised as ``diagnose`` revises them."""
         images = as_rgb_batch(images)
         per, overall = [], []
         for img in images:
-            p, o = residual_severity(self.outputs(img[None]))
-            per.append(p.float().cpu())
-            overall.append(o.float().cpu())
+            out = self.outputs(img[None])
+            p, o = residual_severity(out)
+            p, o = p.float().cpu(), o.float().cpu()
+            if self.detail_check:
+                before = decode(out)[0]
+                after = bound_by_detail(img.float().cpu(), before)
+                p = bound_severities(p[0], before, after)[None]
+                o = combined_severity(p)
+            per.append(p)
+            overall.append(o)
         self._maybe_offload()
         return torch.cat(per), torch.cat(overall)
 

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from reason_restore.reasoner.diagnosis import Diagnosis, Finding
-from reason_restore.reasoner.evidence import DETAIL_LIMIT, bound_by_detail, detail_ratio
+from reason_restore.reasoner.evidence import (DETAIL_LIMIT, bound_by_detail, bound_severities,
+                                              detail_ratio)
+from reason_restore.reasoner.taxonomy import TYPE_NAMES
 from reason_restore.reasoner.synthesis import degrade, quantise
 
 
@@ -105,6 +107,50 @@ def test_the_reasoner_applies_the_check_unless_told_not_to(mildly_blurred, monke
     assert checked.finding("blur").params["width"] < 2.0
     raw = engine.Reasoner(model, detail_check=False).diagnose(image)[0]
     assert raw.finding("blur").params["width"] == pytest.approx(3.5)
+
+
+def test_the_severity_score_revises_blur_as_diagnose_does(mildly_blurred, monkeypatch):
+    from reason_restore.reasoner import engine
+    from reason_restore.reasoner.analyzer import AnalyzerConfig, DegradationAnalyzer
+    claimed, b = _blur(3.5), TYPE_NAMES.index("blur")
+
+    def overestimate(outputs, observations=None):
+        return [Diagnosis.from_findings([claimed], observation=(observations or [""])[0])]
+
+    def blur_and_noise(outputs):  # the soft scores: the claimed blur and a little noise
+        per = torch.zeros(1, len(TYPE_NAMES))
+        per[0, b], per[0, TYPE_NAMES.index("noise")] = claimed.severity, 0.1
+        return per, 1.0 - (1.0 - per).prod(1)
+
+    monkeypatch.setattr(engine, "decode", overestimate)
+    monkeypatch.setattr(engine, "residual_severity", blur_and_noise)
+    model = DegradationAnalyzer(AnalyzerConfig(width=8, crop=64, max_crops=1, hidden=16))
+    reasoner = engine.Reasoner(model)
+    per, overall = reasoner.score(mildly_blurred[None])
+    revised = reasoner.diagnose(mildly_blurred[None])[0].finding("blur").severity
+    assert revised < 0.8 * claimed.severity
+    assert float(per[0, b]) == pytest.approx(revised, abs=1e-6)
+    assert float(per[0, TYPE_NAMES.index("noise")]) == pytest.approx(0.1)
+    assert float(overall[0]) == pytest.approx(1 - (1 - revised) * 0.9, abs=1e-6)
+    raw, _ = engine.Reasoner(model, detail_check=False).score(mildly_blurred[None])
+    assert float(raw[0, b]) == pytest.approx(claimed.severity)
+
+
+def test_bound_severities_scales_revised_types_and_zeroes_dropped_ones():
+    per = torch.full((len(TYPE_NAMES),), 0.4)
+    blur, low_res = _blur(3.0), Finding.from_params("low_resolution", {"scale": 3.0})
+    before = Diagnosis.from_findings([blur, low_res])
+    weaker = Finding.from_params("blur", {"width": 1.5}, 0.9, "analyzer")
+    after = Diagnosis.from_findings([weaker])
+    out = bound_severities(per, before, after)
+    b, r = TYPE_NAMES.index("blur"), TYPE_NAMES.index("low_resolution")
+    assert float(out[b]) == pytest.approx(0.4 * weaker.severity / blur.severity)
+    assert float(out[r]) == 0.0
+    others = [i for i in range(len(TYPE_NAMES)) if i not in (b, r)]
+    assert torch.equal(out[others], per[others]) and torch.equal(per, torch.full_like(per, 0.4))
+    assert torch.equal(bound_severities(per, before, before), per)
+    user = Diagnosis.from_findings([_blur(3.0, source="user")])
+    assert torch.equal(bound_severities(per, user, Diagnosis.from_findings([])), per)
 
 
 def test_a_vlm_reasoners_blur_meets_the_same_evidence(mildly_blurred):

@@ -28,9 +28,9 @@ diagnoses with rain alone; it never changes a user's finding.
 The Severity Score applies the same revision to its soft per-type scores
 (``bound_severities``), so Diagnose and Severity Score never disagree about how blurred an
 image is. On the analyzer benchmark's held-out images this lifted the Spearman correlation of
-the overall score with the true severity from 0.797 to 0.818 (``benchmarks/analyzer.py``,
+the overall score with the true severity from 0.826 to 0.841 (``benchmarks/analyzer.py``,
 2026-11-23). Also checking the blur and low-resolution estimates that stay below the presence
-threshold scored 0.836-0.838 against 0.843 on training-source photos, so the check stays on
+threshold scored 0.845-0.848 against 0.855 on training-source photos, so the check stays on
 what Diagnose reports.
 """
 

@@ -83,6 +83,20 @@ def test_param_offsets_on_diagnoses():
     assert bench.within_one_step([v for _, v in offsets]) == pytest.approx(2 / 3)
 
 
+def test_best_spearman_is_one_without_ties_and_lower_with_them():
+    assert bench.best_spearman([0.3, 0.1, 0.2]) == pytest.approx(1.0)
+    # ranks 1..4 against tied ranks 1.5, 1.5, 3.5, 3.5: 4 / sqrt(5 * 4)
+    assert bench.best_spearman([0.0, 0.0, 1.0, 1.0]) == pytest.approx(4 / np.sqrt(20))
+
+
+def test_true_severities_equal_up_to_rounding_error_rank_as_ties():
+    from types import SimpleNamespace as NS
+    samples = [NS(truth=NS(overall_severity=v)) for v in (0.25, 0.250000000001, 0.5)]
+    assert bench.ranked_truth(samples) == [0.25, 0.25, 0.5]
+    assert bench.spearman([2, 1, 3], bench.ranked_truth(samples)) == pytest.approx(
+        bench.spearman([1, 2, 3], bench.ranked_truth(samples)))
+
+
 def test_spearman_known_value_and_ties():
     # the textbook example (scipy.stats.spearmanr's documentation): 0.8207826816681233
     assert bench.spearman([1, 2, 3, 4, 5], [5, 6, 7, 8, 7]) == pytest.approx(0.8207826816681233)

@@ -15,8 +15,17 @@ from .analyzer import (DegradationAnalyzer, combined_severity, decode, describe_
 from .diagnosis import Diagnosis
 from .evidence import bound_by_detail, bound_severities
 from .images import as_rgb_batch
+from .resampling import bound_by_resampling
 
 DEFAULT_ANALYZER = Path(__file__).resolve().parent / "weights" / "analyzer.safetensors"
+
+
+def check_evidence(image: torch.Tensor, diagnosis: Diagnosis) -> Diagnosis:
+    """``diagnosis`` of ``image`` ([3, H, W] in [0, 1]) revised by what the input itself shows:
+    the trace of an upscaling sets the low-resolution scale (reasoner/resampling.py), then the
+    fine detail the input keeps bounds blur and low resolution (reasoner/evidence.py)."""
+    image = image.float().cpu()
+    return bound_by_detail(image, bound_by_resampling(image, diagnosis))
 
 
 class Reasoner:
@@ -28,8 +37,8 @@ class Reasoner:
                  name: str = "analyzer", keep_loaded: bool = True, semantics=None,
                  detail_check: bool = True):
         self.model = model.eval()
-        # Weaken blur/low-resolution findings the input's own detail rules out
-        # (reasoner/evidence.py); off only to measure what it does.
+        # Revise blur/low-resolution findings by the input's own evidence (its upscaling
+        # trace and its fine detail: check_evidence); off only to measure what it does.
         self.detail_check = detail_check
         # Optional offline ImageNet tagger (reasoner/vlm/semantics.py): without a VLM it is
         # what keeps the default diagnosis from being blind to content.
@@ -61,7 +70,7 @@ class Reasoner:
                     f" ({', '.join(sem.objects[:3])})." if sem.objects else ".")
             d = decode(self.outputs(img[None]), [observation])[0]
             if self.detail_check:
-                d = bound_by_detail(img.float().cpu(), d)
+                d = check_evidence(img, d)
             if sem is not None:
                 from .vlm.semantics import apply_semantics
                 apply_semantics(d, sem)

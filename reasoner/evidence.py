@@ -44,7 +44,7 @@ from .synthesis import (QUANTISATION_VARIANCE, blur_kernel, jpeg_roundtrip, low_
 from .taxonomy import TYPE_NAMES, get_type
 
 __all__ = ["BOUNDED_TYPES", "DETAIL_LIMIT", "white_variance", "detail_ratio", "bound_by_detail",
-           "bound_severities"]
+           "bound_severities", "revised_reasoning"]
 
 BOUNDED_TYPES = ("blur", "low_resolution")
 ADDS_DETAIL = ("rain",)  # streaks add detail of an unknown spectrum: no check
@@ -149,7 +149,7 @@ def _scaled(f: Finding, a: float) -> Finding:
     return Finding.from_params(f.type, params, f.confidence, f.source, f.param_confidence)
 
 
-def _revised_reasoning(before: list, rebuilt: list, revision: ReasoningStep) -> list:
+def revised_reasoning(before: list, rebuilt: list, revision: ReasoningStep) -> list:
     """The chain of thought as it was (the observation, what was detected, a VLM's causes),
     the revision right after what was detected, and severity and plan as they now stand."""
     if not before:
@@ -211,7 +211,7 @@ def bound_by_detail(image: torch.Tensor, diagnosis: Diagnosis,
     result = Diagnosis.from_findings(
         findings, presence=diagnosis.presence, scene=diagnosis.scene, objects=diagnosis.objects,
         sources=diagnosis.sources, notes=diagnosis.notes)
-    result.reasoning = _revised_reasoning(diagnosis.reasoning, result.reasoning, ReasoningStep(
+    result.reasoning = revised_reasoning(diagnosis.reasoning, result.reasoning, ReasoningStep(
         "degradations", f"The image keeps fine detail that the diagnosed optics would have "
         f"removed (detail ratio {ratio:.1f}, limit {limit:g}): {changes}."))
     return result

@@ -18,8 +18,7 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 from ..diagnosis import Diagnosis, Finding
-from ..engine import Reasoner
-from ..evidence import bound_by_detail
+from ..engine import Reasoner, check_evidence
 from ..images import as_rgb_batch
 from ..taxonomy import get_type
 from .parse import ParseResult, add_factors_to_reasoning, is_low_confidence
@@ -151,7 +150,7 @@ class FusedReasoner(Reasoner):
         if self.mode != "analyzer" and getattr(self.analyzer, "detail_check", True):
             # The analyzer checked its own findings; a VLM's blur and resolution reads are no
             # better grounded, so what it brings meets the same evidence.
-            result = [bound_by_detail(img.float().cpu(), d) for img, d in zip(images, result)]
+            result = [check_evidence(img, d) for img, d in zip(images, result)]
         if self.semantics is not None:  # classifier tags fill what is still empty
             for d, sem in zip(result, self.semantics.tag(images)):
                 apply_semantics(d, sem)

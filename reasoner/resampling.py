@@ -1,0 +1,160 @@
+"""Evidence that an image was upscaled: the periodic trace that interpolation leaves.
+
+An image enlarged by a factor ``s`` is, pixel by pixel, a different mix of the small image's
+samples: the interpolation phase cycles every ``s`` output pixels, and so does how rough the
+image is locally. The mean absolute second difference along one axis, as a function of the
+position across it, then oscillates at ``1/s`` cycles per pixel (folded into [0, 1/2]); its
+spectrum shows a sharp peak there, on both axes. This is the resampling trace of image
+forensics (Popescu and Farid, "Exposing digital forgeries by detecting traces of re-sampling",
+2005). A blur is shift-invariant and leaves none, which is what the analyzer cannot see on its
+128-px crops: to it, low resolution at scale ``s`` looks much like a blur of width ``0.4 s``.
+
+``resampling_trace`` measures the strongest peak (over the median of its neighbourhood, the
+smaller of the two axes) away from multiples of 1/16 cycles/px, where JPEG puts peaks of its
+own (its 8-px blocks; with 4:2:0 chroma, Pillow's default, 16-px macroblocks), and above
+``MIN_FREQUENCY``, the trace of the smallest upscaling worth a finding (severity
+``evidence.DROP_BELOW``, scale 1.15; slower variation is the content's). Two factors
+fold onto one frequency ``f``: ``1/f`` and ``1/(1 - f)``; ``bound_by_resampling`` takes the
+larger one that the input's detail allows (``evidence.detail_ratio``: a too-large factor
+removes detail the image still has), replaces the analyzer's low-resolution scale with it, or
+adds the finding, and drops a blur no more severe than that upscaling: the analyzer's reading
+of the same softness (on training-source photos the false blurs it reported beside upscaling
+had severity 0.34-0.56 against the upscaling's 0.80-0.92, the true ones 0.78-0.98 against
+0.36-0.68). The trace cannot show a factor whose frequency sits on the block grid (2, 4,
+1.6, 8/3 ...), and strong noise hides it; then nothing changes. Where the image holds too
+little fine detail to rule out the larger factor, it is taken: on three training photos an
+upscaling by 1.75 was read as 2.34 (the analyzer had said 2.17-2.22).
+
+On training-source photos (the analyzer benchmark's 32 images per photo, on 3 photos of each
+training source, 8-bit) the 240 images without low resolution read at most 9.4 (rain, noise,
+JPEG and clean photos alike, once the block grid is left out; 14-32 just beside it, at 0.245
+cycles/px, so that guard is 4 bins wide), and 30 of the 48 upscaled ones read 12 or more, at
+the upscaling's frequency: ``TRACE_LIMIT`` is 12. The misses are mostly noise or JPEG on top
+of the upscaling (3.0-7.7), and three plain upscalings at 8.2-10.8. The macroblock guard came
+from the held-out photos: one of their 214 images without upscaling, haze + JPEG at quality
+33, read 20.5 at 0.063 cycles/px (1/16), now below ``MIN_FREQUENCY`` and on that grid.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .diagnosis import Diagnosis, Finding, ReasoningStep
+from .evidence import DETAIL_LIMIT, DROP_BELOW, detail_ratio, revised_reasoning, white_variance
+from .taxonomy import get_type
+
+# The trace of the smallest upscaling worth a finding: 1 - 1/s at the scale of severity
+# DROP_BELOW (the finding the detail check would drop anyway).
+MIN_FREQUENCY = 1.0 - 1.0 / get_type("low_resolution").params_for_severity(DROP_BELOW)["scale"]
+
+__all__ = ["TRACE_LIMIT", "resampling_trace", "upscale_factors", "bound_by_resampling"]
+
+TRACE_LIMIT = 12.0     # training-source photos: without upscaling <= 9.4, upscaled up to 1,870
+# JPEG's grids: bins left out either side of a multiple of 1/8 cycles/px (8-px blocks) and
+# of an odd multiple of 1/16 (16-px macroblocks, weaker: a 1.75 upscaling's 0.429 must stay).
+BLOCK_GUARD, MACROBLOCK_GUARD = 4, 2
+NEIGHBOURS = 12        # bins either side whose median is the background of a peak
+CROP = 512
+
+
+def _roughness_spectra(image: torch.Tensor) -> torch.Tensor:
+    """Power spectra ``[2, n//2 + 1]`` of the column- and row-profiles of the luma's absolute
+    second difference (a Hann-windowed centre crop of at most ``CROP`` px)."""
+    _, h, w = image.shape
+    s = min(CROP, h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    lum = (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]).double()
+    lum = lum[top:top + s, left:left + s]
+    spectra = []
+    for a in (lum, lum.T):
+        d = (a[:, 2:] - 2 * a[:, 1:-1] + a[:, :-2]).abs().mean(0)
+        d = (d - d.mean()) * torch.hann_window(d.numel(), periodic=False, dtype=d.dtype)
+        spectra.append(torch.fft.rfft(d).abs() ** 2)
+    return torch.stack(spectra)
+
+
+def resampling_trace(image: torch.Tensor) -> tuple[float, float] | None:
+    """``(strength, frequency)`` of the strongest resampling peak of ``image`` ([3, H, W] in
+    [0, 1]): strength is the peak over its neighbours' median on the weaker axis, frequency in
+    cycles/px. None for an image too small to tell (under 64 px)."""
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise ValueError(f"image: expected [3, H, W], got {list(image.shape)}")
+    if min(image.shape[1:]) < 64:
+        return None
+    spectra = _roughness_spectra(image.float())
+    bins = spectra.shape[1]
+    n = 2 * (bins - 1)  # the profile's length (even after the crop)
+    freq = torch.arange(bins, dtype=torch.float64) / n
+    # Each bin against the median of the NEIGHBOURS bins either side, its own +-2 left out
+    # (a peak between two bins spreads over both), the lowest two never counted.
+    padded = torch.nn.functional.pad(spectra, (NEIGHBOURS, NEIGHBOURS), value=float("nan"))
+    padded[:, NEIGHBOURS:NEIGHBOURS + 2] = float("nan")
+    windows = padded.unfold(1, 2 * NEIGHBOURS + 1, 1).clone()
+    windows[..., NEIGHBOURS - 2:NEIGHBOURS + 3] = float("nan")
+    background = windows.nanmedian(-1).values.clamp(min=1e-30)
+    ratio = (spectra / background).min(0).values
+    sixteenths = (freq * 16).round()
+    guard = torch.where(sixteenths % 2 == 0, BLOCK_GUARD, MACROBLOCK_GUARD)
+    on_grid = (freq * 16 - sixteenths).abs() * n / 16 < guard
+    ratio[on_grid | (freq < MIN_FREQUENCY)] = 0.0
+    k = int(ratio.argmax())
+    return float(ratio[k]), float(freq[k])
+
+
+def upscale_factors(frequency: float) -> list[float]:
+    """The upscaling factors within the taxonomy's range whose trace lands at ``frequency``
+    (``1/f`` and ``1/(1 - f)``), largest first."""
+    spec = get_type("low_resolution").param("scale")
+    out = [1.0 / frequency, 1.0 / (1.0 - frequency)] if 0.0 < frequency < 1.0 else []
+    return sorted({round(s, 3) for s in out if 1.0 < s <= spec.high}, reverse=True)
+
+
+def bound_by_resampling(image: torch.Tensor, diagnosis: Diagnosis,
+                        limit: float = TRACE_LIMIT) -> Diagnosis:
+    """``diagnosis`` with its low-resolution finding set to the scale the input's resampling
+    trace shows (added when missing, a weaker blur dropped); the same object when the
+    trace is weaker than ``limit``, when a user set blur or low resolution, or when no factor
+    fits the input's detail (see the module docstring)."""
+    if any(f.source == "user" and f.type in ("blur", "low_resolution")
+           for f in diagnosis.findings):
+        return diagnosis
+    trace = resampling_trace(image)
+    if trace is None or trace[0] < limit:
+        return diagnosis
+    strength, frequency = trace
+    jpeg = diagnosis.finding("jpeg")
+    floor = white_variance(diagnosis, image)
+    quality = jpeg.params["quality"] if jpeg is not None else None
+
+    def fits(scale: float) -> bool:
+        ratio = detail_ratio(image, [Finding.from_params("low_resolution", {"scale": scale})],
+                             floor, quality)
+        return ratio is None or ratio <= DETAIL_LIMIT
+
+    scale = next((s for s in upscale_factors(frequency) if fits(s)), None)
+    if scale is None:
+        return diagnosis
+    old = diagnosis.finding("low_resolution")
+    blur = diagnosis.finding("blur")
+    confidence = max([f.confidence for f in (old, blur) if f is not None] + [0.5])
+    new = Finding.from_params("low_resolution", {"scale": scale}, confidence,
+                              old.source if old is not None else "analyzer")
+    # The analyzer reads an upscaling's softness as blur; a blur no more severe than the
+    # upscaling found is taken for that, a stronger one (a real blur as well) stays.
+    softness = blur is not None and blur.severity <= new.severity
+    findings = [f for f in diagnosis.findings
+                if f.type != "low_resolution" and not (softness and f is blur)] + [new]
+    before = (f"low resolution at scale {old.params['scale']:.2f}" if old is not None
+              else "no low resolution")
+    if softness:
+        before += f" and a blur of width {blur.params['width']:.2f} px"
+    result = Diagnosis.from_findings(
+        findings, presence=diagnosis.presence, scene=diagnosis.scene, objects=diagnosis.objects,
+        sources=diagnosis.sources, notes=diagnosis.notes)
+    revision = ReasoningStep(
+        "degradations", f"The image carries the periodic trace of upscaling ({strength:.0f} "
+        f"times its surroundings at {frequency:.3f} cycles/px on both axes): it was enlarged "
+        f"by {scale:.2f}, so low resolution at scale {scale:.2f} where the analyzer read "
+        f"{before}.")
+    result.reasoning = revised_reasoning(diagnosis.reasoning, result.reasoning, revision)
+    return result

@@ -1,0 +1,95 @@
+"""reasoner/resampling.py: the periodic trace of an upscaling sets the low-resolution scale."""
+
+import pytest
+import torch
+
+from reason_restore.reasoner.diagnosis import Diagnosis, Finding
+from reason_restore.reasoner.resampling import (TRACE_LIMIT, bound_by_resampling,
+                                                resampling_trace, upscale_factors)
+from reason_restore.reasoner.synthesis import degrade
+
+from test_evidence import _photo_like, _tensor
+
+
+def _degraded(spec: str, seed: int = 0) -> torch.Tensor:
+    img, _ = degrade(_photo_like(seed=seed), spec, seed=1)
+    return _tensor(img)
+
+
+@pytest.fixture(scope="module")
+def upscaled():
+    return _degraded("low_resolution: scale=2.5")
+
+
+def _blur(width: float, motion: float = 0.0, source="analyzer") -> Finding:
+    return Finding.from_params("blur", {"width": width, "motion_length": motion}, 0.8, source)
+
+
+@pytest.mark.parametrize("scale, frequency", [(1.75, 1 - 1 / 1.75), (2.5, 0.4), (3.4, 1 / 3.4)])
+def test_an_upscaling_leaves_a_peak_at_its_frequency(scale, frequency):
+    strength, f = resampling_trace(_degraded(f"low_resolution: scale={scale}"))
+    assert strength > 10 * TRACE_LIMIT
+    assert f == pytest.approx(frequency, abs=2 / 256)
+
+
+@pytest.mark.parametrize("spec", ["clean", "blur: width=1.5", "jpeg: quality=40",
+                                  "noise: sigma=5"])
+def test_shift_invariant_damage_and_block_grids_leave_none(spec):
+    image = _tensor(_photo_like()) if spec == "clean" else _degraded(spec)
+    assert resampling_trace(image)[0] < TRACE_LIMIT
+    claimed = Diagnosis.from_findings([_blur(1.5)])
+    assert bound_by_resampling(image, claimed) is claimed
+
+
+def test_both_factors_that_fold_onto_a_frequency_are_candidates():
+    assert upscale_factors(0.4) == [2.5, pytest.approx(1.667, abs=1e-3)]
+    assert upscale_factors(0.2) == [1.25]  # 1 / 0.2 = 5 is past the taxonomy's largest scale
+    assert upscale_factors(0.0) == []
+
+
+def test_the_trace_sets_the_scale_and_takes_a_weaker_blur_for_the_upscaling(upscaled):
+    claimed = Diagnosis.from_findings([_blur(1.0), Finding.from_params(
+        "low_resolution", {"scale": 1.5}, 0.7)], observation="A test image.")
+    revised = bound_by_resampling(upscaled, claimed)
+    assert revised.finding("low_resolution").params["scale"] == pytest.approx(2.5, abs=0.03)
+    assert revised.finding("blur") is None
+    text = revised.chain_of_thought()
+    assert "trace of upscaling" in text and "blur of width 1.00" in text
+    assert revised.reasoning[0].text == "A test image."
+
+
+def test_a_missing_low_resolution_is_added_and_a_stronger_blur_stays(upscaled):
+    strong = _blur(3.0, motion=15.0)
+    revised = bound_by_resampling(upscaled, Diagnosis.from_findings([strong]))
+    assert revised.finding("blur") is not None
+    assert revised.finding("low_resolution").params["scale"] == pytest.approx(2.5, abs=0.03)
+
+
+def test_the_larger_factor_must_fit_the_detail_the_image_keeps():
+    # 1.75 and 2.33 fold onto the same frequency; a 1.75 upscaling of an image with detail up
+    # to its Nyquist keeps more detail than 2.33 would allow.
+    revised = bound_by_resampling(_degraded("low_resolution: scale=1.75"), Diagnosis())
+    assert revised.finding("low_resolution").params["scale"] == pytest.approx(1.75, abs=0.03)
+
+
+def test_user_findings_are_left_alone(upscaled):
+    user = Diagnosis.from_findings([_blur(1.0, source="user")])
+    assert bound_by_resampling(upscaled, user) is user
+
+
+def test_the_trace_names_a_wrong_image_shape_and_skips_tiny_images():
+    with pytest.raises(ValueError, match="image: expected"):
+        resampling_trace(torch.rand(1, 3, 64, 64))
+    assert resampling_trace(torch.rand(3, 32, 32)) is None
+
+
+def test_the_reasoner_applies_the_trace(upscaled, monkeypatch):
+    from reason_restore.reasoner import engine
+    from reason_restore.reasoner.analyzer import AnalyzerConfig, DegradationAnalyzer
+    monkeypatch.setattr(engine, "decode", lambda outputs, observations=None: [
+        Diagnosis.from_findings([_blur(0.9)])])
+    model = DegradationAnalyzer(AnalyzerConfig(width=8, crop=64, max_crops=1, hidden=16))
+    checked = engine.Reasoner(model).diagnose(upscaled[None])[0]
+    assert checked.finding("blur") is None and checked.finding("low_resolution") is not None
+    raw = engine.Reasoner(model, detail_check=False).diagnose(upscaled[None])[0]
+    assert raw.finding("blur") is not None and raw.finding("low_resolution") is None

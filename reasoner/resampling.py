@@ -21,7 +21,8 @@ adds the finding, and drops a blur no more severe than that upscaling: the analy
 of the same softness (on training-source photos the false blurs it reported beside upscaling
 had severity 0.34-0.56 against the upscaling's 0.80-0.92, the true ones 0.78-0.98 against
 0.36-0.68). The trace cannot show a factor whose frequency sits on the block grid (2, 4,
-1.6, 8/3 ...), and strong noise hides it; then nothing changes. Where the image holds too
+1.6, 8/3 ...), and strong noise hides it; then nothing changes. (A camera's demosaicing, period
+2 px, also lands on the grid, at 1/2 cycles/px.) Where the image holds too
 little fine detail to rule out the larger factor, it is taken: on three training photos an
 upscaling by 1.75 was read as 2.34 (the analyzer had said 2.17-2.22).
 

@@ -82,8 +82,8 @@ class Reasoner:
 
     @torch.no_grad()
     def score(self, images) -> tuple[torch.Tensor, torch.Tensor]:
-        """Residual severity: ([B, T] per type, [B] overall), on the CPU. With the detail
-        check on, blur and low resolution are revised as ``diagnose`` revises them."""
+        """Residual severity: ([B, T] per type, [B] overall), on the CPU. With the evidence
+        checks on, blur and low resolution are revised as ``diagnose`` revises them."""
         images = as_rgb_batch(images)
         per, overall = [], []
         for img in images:
@@ -92,8 +92,7 @@ class Reasoner:
             p, o = p.float().cpu(), o.float().cpu()
             if self.detail_check:
                 before = decode(out)[0]
-                after = bound_by_detail(img.float().cpu(), before)
-                p = bound_severities(p[0], before, after)[None]
+                p = bound_severities(p[0], before, check_evidence(img, before))[None]
                 o = combined_severity(p)
             per.append(p)
             overall.append(o)

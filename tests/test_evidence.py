@@ -151,6 +151,10 @@ def test_bound_severities_scales_revised_types_and_zeroes_dropped_ones():
     assert torch.equal(bound_severities(per, before, before), per)
     user = Diagnosis.from_findings([_blur(3.0, source="user")])
     assert torch.equal(bound_severities(per, user, Diagnosis.from_findings([])), per)
+    added = Finding.from_params("low_resolution", {"scale": 2.5}, 0.9, "analyzer")
+    out = bound_severities(per, Diagnosis.from_findings([]),
+                           Diagnosis.from_findings([added]))
+    assert float(out[r]) == pytest.approx(added.severity * 0.9) and out[b] == per[b]
 
 
 def test_a_vlm_reasoners_blur_meets_the_same_evidence(mildly_blurred):

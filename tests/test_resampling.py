@@ -93,3 +93,18 @@ def test_the_reasoner_applies_the_trace(upscaled, monkeypatch):
     assert checked.finding("blur") is None and checked.finding("low_resolution") is not None
     raw = engine.Reasoner(model, detail_check=False).diagnose(upscaled[None])[0]
     assert raw.finding("blur") is not None and raw.finding("low_resolution") is None
+
+
+def test_the_severity_score_reads_the_scale_the_trace_set(upscaled, monkeypatch):
+    from reason_restore.reasoner import engine
+    from reason_restore.reasoner.analyzer import AnalyzerConfig, DegradationAnalyzer
+    from reason_restore.reasoner.taxonomy import TYPE_NAMES
+    monkeypatch.setattr(engine, "decode", lambda outputs, observations=None: [
+        Diagnosis.from_findings([_blur(0.9)])])
+    model = DegradationAnalyzer(AnalyzerConfig(width=8, crop=64, max_crops=1, hidden=16))
+    reasoner = engine.Reasoner(model)
+    per, _ = reasoner.score(upscaled[None])
+    found = reasoner.diagnose(upscaled[None])[0].finding("low_resolution")
+    assert float(per[0, TYPE_NAMES.index("blur")]) == 0.0
+    assert float(per[0, TYPE_NAMES.index("low_resolution")]) == pytest.approx(
+        found.severity * found.confidence)

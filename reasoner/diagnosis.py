@@ -18,7 +18,8 @@ from typing import Any, Iterable, Mapping
 from .taxonomy import TAXONOMY, TIERS, TYPE_NAMES, get_type, overall_severity, tier_of
 
 SCHEMA_VERSION = 1
-SOURCES = ("analyzer", "vlm", "user", "synthesis", "fused", "classifier", "none")
+# "evidence": measured on the input itself (reasoner/resampling.py), not guessed by a model.
+SOURCES = ("analyzer", "vlm", "user", "synthesis", "fused", "classifier", "evidence", "none")
 REASONING_STAGES = ("observation", "degradations", "severity", "plan")
 PRESENCE_THRESHOLD = 0.5
 

@@ -23,7 +23,8 @@ photos per training source) the true operator gave 0.35-2.9 without noise, 0.37-
 (0.47-0.63 over the analyzer's noise estimate) and 0.20-0.32 with noise and JPEG; the
 analyzer's overestimates gave 5.7 to 860 (44-136 for a false severe blur on a JPEG), so
 ``DETAIL_LIMIT`` is 4. Rain streaks add detail of an unknown layout, so the check leaves
-diagnoses with rain alone; it never changes a user's finding.
+diagnoses with rain alone; it never changes a user's finding, nor a scale the resampling trace
+measured (``MEASURED``): with one, only the other findings are pulled.
 
 The Severity Score applies the same revision to its soft per-type scores
 (``bound_severities``), so Diagnose and Severity Score never disagree about how blurred an
@@ -50,6 +51,7 @@ __all__ = ["BOUNDED_TYPES", "DETAIL_LIMIT", "white_variance", "detail_ratio", "b
            "bound_severities", "revised_reasoning"]
 
 BOUNDED_TYPES = ("blur", "low_resolution")
+MEASURED = ("user", "evidence")  # findings the check never changes: set by a user or measured
 ADDS_DETAIL = ("rain",)  # streaks add detail of an unknown spectrum: no check
 STOPBAND = 1e-3       # |H|^2 below this: the operator passes 0.1 % of the power
 DETAIL_LIMIT = 4.0    # training-source photos: true operators 0.20-2.9, overestimates >= 5.7
@@ -174,7 +176,8 @@ def bound_by_detail(image: torch.Tensor, diagnosis: Diagnosis,
     """``diagnosis`` with its non-user blur and low-resolution findings weakened (or dropped)
     until ``image`` ([3, H, W] in [0, 1]) fits them; the same object when it already does or
     when the check does not apply (see the module docstring)."""
-    bounded = [f for f in diagnosis.findings if f.type in BOUNDED_TYPES and f.source != "user"]
+    bounded = [f for f in diagnosis.findings
+               if f.type in BOUNDED_TYPES and f.source not in MEASURED]
     if not bounded or any(f.type in ADDS_DETAIL for f in diagnosis.findings):
         return diagnosis
     fixed = [f for f in diagnosis.findings if f.type in BOUNDED_TYPES and f not in bounded]
@@ -230,7 +233,7 @@ def bound_severities(per_type: torch.Tensor, before: Diagnosis, after: Diagnosis
         return out
     for name in BOUNDED_TYPES:
         old, new = before.finding(name), after.finding(name)
-        if (old is not None and old.source == "user") or (old is None and new is None):
+        if (old is not None and old.source in MEASURED) or (old is None and new is None):
             continue
         i = TYPE_NAMES.index(name)
         if new is None:

@@ -138,8 +138,8 @@ def bound_by_resampling(image: torch.Tensor, diagnosis: Diagnosis,
     old = diagnosis.finding("low_resolution")
     blur = diagnosis.finding("blur")
     confidence = max([f.confidence for f in (old, blur) if f is not None] + [0.5])
-    new = Finding.from_params("low_resolution", {"scale": scale}, confidence,
-                              old.source if old is not None else "analyzer")
+    # Measured, not guessed: the detail check leaves it alone and bounds the other findings.
+    new = Finding.from_params("low_resolution", {"scale": scale}, confidence, "evidence")
     # The analyzer reads an upscaling's softness as blur; a blur no more severe than the
     # upscaling found is taken for that, a stronger one (a real blur as well) stays.
     softness = blur is not None and blur.severity <= new.severity

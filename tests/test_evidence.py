@@ -184,3 +184,13 @@ def test_the_revision_keeps_the_chain_of_thought_it_revises(mildly_blurred):
     assert steps[1].text == claimed.reasoning[1].text  # what was detected, and the VLM's causes
     assert "detail ratio" in steps[2].text
     assert steps[3].text != claimed.reasoning[2].text  # severity as it now stands
+
+
+def test_a_measured_scale_stays_and_only_the_guessed_findings_are_pulled(mildly_blurred):
+    measured = Finding.from_params("low_resolution", {"scale": 3.0}, 0.9, "evidence")
+    claimed = Diagnosis.from_findings([_blur(3.5), measured])
+    bounded = bound_by_detail(mildly_blurred, claimed)
+    assert bounded.finding("low_resolution") == measured
+    assert bounded.finding("blur") is None or bounded.finding("blur").params["width"] < 3.5
+    alone = Diagnosis.from_findings([measured])
+    assert bound_by_detail(mildly_blurred, alone) is alone  # nothing guessed to pull

@@ -52,7 +52,8 @@ def test_the_trace_sets_the_scale_and_takes_a_weaker_blur_for_the_upscaling(upsc
         "low_resolution", {"scale": 1.5}, 0.7)], observation="A test image.")
     revised = bound_by_resampling(upscaled, claimed)
     assert revised.finding("low_resolution").params["scale"] == pytest.approx(2.5, abs=0.03)
-    assert revised.finding("blur") is None
+    assert revised.finding("low_resolution").source == "evidence"  # measured: the detail
+    assert revised.finding("blur") is None                         # check leaves it alone
     text = revised.chain_of_thought()
     assert "trace of upscaling" in text and "blur of width 1.00" in text
     assert revised.reasoning[0].text == "A test image."

@@ -29,8 +29,9 @@ class RRDiagnoseDegradation:
     DISPLAY_NAME = "Diagnose Degradation"
     DESCRIPTION = (f"Reasons about what is wrong with each image ({_TYPES_TEXT}): which "
                    f"degradations are present, their physical parameters, severity and a "
-                   f"restoration plan, written out as a chain of thought. One diagnosis per "
-                   f"image of the batch.")
+                   f"restoration plan, written out as a chain of thought. Blur and low "
+                   f"resolution are checked against the image itself (an upscaling's periodic "
+                   f"trace, the fine detail it keeps). One diagnosis per image of the batch.")
     CATEGORY = CATEGORY
     RETURN_TYPES = (RR_DIAGNOSIS, "STRING", "STRING")
     RETURN_NAMES = ("diagnosis", "chain_of_thought", "diagnosis_json")

@@ -44,13 +44,12 @@ from .diagnosis import Diagnosis, Finding, ReasoningStep
 from .evidence import DETAIL_LIMIT, DROP_BELOW, detail_ratio, revised_reasoning, white_variance
 from .taxonomy import get_type
 
-# The trace of the smallest upscaling worth a finding: 1 - 1/s at the scale of severity
-# DROP_BELOW (the finding the detail check would drop anyway).
-MIN_FREQUENCY = 1.0 - 1.0 / get_type("low_resolution").params_for_severity(DROP_BELOW)["scale"]
-
 __all__ = ["TRACE_LIMIT", "resampling_trace", "upscale_factors", "bound_by_resampling"]
 
 TRACE_LIMIT = 12.0     # training-source photos: without upscaling <= 9.4, upscaled up to 1,870
+# The trace of the smallest upscaling worth a finding: 1 - 1/s at the scale of severity
+# DROP_BELOW (the finding the detail check would drop anyway).
+MIN_FREQUENCY = 1.0 - 1.0 / get_type("low_resolution").params_for_severity(DROP_BELOW)["scale"]
 # JPEG's grids: bins left out either side of a multiple of 1/8 cycles/px (8-px blocks) and
 # of an odd multiple of 1/16 (16-px macroblocks, weaker: a 1.75 upscaling's 0.429 must stay).
 BLOCK_GUARD, MACROBLOCK_GUARD = 4, 2
@@ -155,7 +154,7 @@ def bound_by_resampling(image: torch.Tensor, diagnosis: Diagnosis,
     revision = ReasoningStep(
         "degradations", f"The image carries the periodic trace of upscaling ({strength:.0f} "
         f"times its surroundings at {frequency:.3f} cycles/px on both axes): it was enlarged "
-        f"by {scale:.2f}, so low resolution at scale {scale:.2f} where the analyzer read "
+        f"by {scale:.2f}, so low resolution at scale {scale:.2f} where the diagnosis had "
         f"{before}.")
     result.reasoning = revised_reasoning(diagnosis.reasoning, result.reasoning, revision)
     return result

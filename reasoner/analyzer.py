@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .diagnosis import PRESENCE_THRESHOLD, Diagnosis, Finding
+from .images import luma
 from .taxonomy import TAXONOMY, TYPE_NAMES, get_type, param_slots
 
 ARCH_NAME = "reason_restore.DegradationAnalyzer"
@@ -216,7 +217,7 @@ def decode(outputs: dict, observations: list[str] | None = None,
 def describe_image(image: torch.Tensor) -> str:
     """A plain observation of one [3, H, W] image for the chain of thought."""
     _, h, w = image.shape
-    lum = (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]).float()
+    lum = luma(image).float()
     mean, std = float(lum.mean()), float(lum.std()) if lum.numel() > 1 else 0.0
     bright = "dark" if mean < 0.25 else "bright" if mean > 0.7 else "mid-toned"
     contrast = "low" if std < 0.12 else "high" if std > 0.28 else "moderate"

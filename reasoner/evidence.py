@@ -43,12 +43,13 @@ from __future__ import annotations
 import torch
 
 from .diagnosis import Diagnosis, Finding, ReasoningStep, describe_params
+from .images import luma
 from .synthesis import (QUANTISATION_VARIANCE, blur_kernel, jpeg_roundtrip, low_resolution_size,
                         resize_tensor)
 from .taxonomy import TYPE_NAMES, get_type
 
-__all__ = ["BOUNDED_TYPES", "DETAIL_LIMIT", "white_variance", "detail_ratio", "bound_by_detail",
-           "bound_severities", "revised_reasoning"]
+__all__ = ["BOUNDED_TYPES", "DETAIL_LIMIT", "white_variance", "error_floor", "detail_ratio",
+           "bound_by_detail", "bound_severities", "revised_reasoning"]
 
 BOUNDED_TYPES = ("blur", "low_resolution")
 MEASURED = ("user", "evidence")  # findings the check never changes: set by a user or measured
@@ -63,7 +64,7 @@ BISECTIONS = 8
 def _luma_power(image: torch.Tensor) -> torch.Tensor:
     """Power spectrum of the Hann-windowed luma of ``image`` ([3, H, W]): white noise of
     variance v comes out near v at every frequency."""
-    lum = (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]).double()
+    lum = luma(image).double()
     h, w = lum.shape
     win = (torch.hann_window(h, periodic=False, dtype=lum.dtype)[:, None]
            * torch.hann_window(w, periodic=False, dtype=lum.dtype)[None])
@@ -99,6 +100,13 @@ def _jpeg_power(crop: torch.Tensor, gain: torch.Tensor, quality: float) -> torch
     clean = filtered.clamp(0, 1).float().permute(1, 2, 0).numpy()
     error = torch.from_numpy(jpeg_roundtrip(clean, quality) - clean).permute(2, 0, 1)
     return _luma_power(error)
+
+
+def error_floor(diagnosis: Diagnosis, image: torch.Tensor) -> tuple[float, float | None]:
+    """What the diagnosis says lies under the image's detail: the white variance and the
+    diagnosed JPEG quality (None without JPEG), as :func:`detail_ratio` takes them."""
+    jpeg = diagnosis.finding("jpeg")
+    return white_variance(diagnosis, image), (jpeg.params["quality"] if jpeg is not None else None)
 
 
 def white_variance(diagnosis: Diagnosis | None, image: torch.Tensor) -> float:
@@ -181,9 +189,7 @@ def bound_by_detail(image: torch.Tensor, diagnosis: Diagnosis,
     if not bounded or any(f.type in ADDS_DETAIL for f in diagnosis.findings):
         return diagnosis
     fixed = [f for f in diagnosis.findings if f.type in BOUNDED_TYPES and f not in bounded]
-    floor = white_variance(diagnosis, image)
-    jpeg = diagnosis.finding("jpeg")
-    quality = jpeg.params["quality"] if jpeg is not None else None
+    floor, quality = error_floor(diagnosis, image)
     crop = _centre_crop(image)
     power = _luma_power(crop)
     ratio = _ratio(crop, power, bounded + fixed, floor, quality)

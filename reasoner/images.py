@@ -64,6 +64,11 @@ def as_rgb_batch(image, name: str = "image", channels_last: bool = False) -> tor
     return x.clamp(0.0, 1.0).contiguous()
 
 
+def luma(image: torch.Tensor) -> torch.Tensor:
+    """BT.601 luma ``[H, W]`` of one ``[3, H, W]`` image, in its dtype."""
+    return 0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]
+
+
 def to_channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).contiguous()
 

@@ -41,7 +41,9 @@ from __future__ import annotations
 import torch
 
 from .diagnosis import Diagnosis, Finding, ReasoningStep
-from .evidence import DETAIL_LIMIT, DROP_BELOW, detail_ratio, revised_reasoning, white_variance
+from .evidence import (BOUNDED_TYPES, DETAIL_LIMIT, DROP_BELOW, detail_ratio, error_floor,
+                       revised_reasoning)
+from .images import luma
 from .taxonomy import get_type
 
 __all__ = ["TRACE_LIMIT", "resampling_trace", "upscale_factors", "bound_by_resampling"]
@@ -63,7 +65,7 @@ def _roughness_spectra(image: torch.Tensor) -> torch.Tensor:
     _, h, w = image.shape
     s = min(CROP, h, w)
     top, left = (h - s) // 2, (w - s) // 2
-    lum = (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]).double()
+    lum = luma(image).double()
     lum = lum[top:top + s, left:left + s]
     spectra = []
     for a in (lum, lum.T):
@@ -115,16 +117,13 @@ def bound_by_resampling(image: torch.Tensor, diagnosis: Diagnosis,
     trace shows (added when missing, a weaker blur dropped); the same object when the
     trace is weaker than ``limit``, when a user set blur or low resolution, or when no factor
     fits the input's detail (see the module docstring)."""
-    if any(f.source == "user" and f.type in ("blur", "low_resolution")
-           for f in diagnosis.findings):
+    if any(f.source == "user" and f.type in BOUNDED_TYPES for f in diagnosis.findings):
         return diagnosis
     trace = resampling_trace(image)
     if trace is None or trace[0] < limit:
         return diagnosis
     strength, frequency = trace
-    jpeg = diagnosis.finding("jpeg")
-    floor = white_variance(diagnosis, image)
-    quality = jpeg.params["quality"] if jpeg is not None else None
+    floor, quality = error_floor(diagnosis, image)
 
     def fits(scale: float) -> bool:
         ratio = detail_ratio(image, [Finding.from_params("low_resolution", {"scale": scale})],

@@ -67,9 +67,10 @@ class RRSeverityScore:
     DISPLAY_NAME = "Severity Score"
     DESCRIPTION = ("Measures how much degradation is left in an image (0 = clean, 1 = the "
                    "worst level the pack synthesises), per degradation type and overall, with "
-                   "the reasoner. Blur and low resolution are checked against the image's own "
-                   "fine detail, as Diagnose Degradation checks them. With a clean_reference it "
-                   "also computes PSNR and SSIM. "
+                   "the reasoner. Blur and low resolution are checked against the image itself "
+                   "(an upscaling's periodic trace, the fine detail it keeps), as Diagnose "
+                   "Degradation checks them. With a clean_reference it also computes PSNR and "
+                   "SSIM. "
                    "Batches report means (and per-image lines in the report).")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("FLOAT",) * len(SEVERITY_NAMES) + ("FLOAT", "STRING", "FLOAT", "FLOAT")

@@ -78,7 +78,8 @@ def test_without_a_linear_step_refine_is_the_variance_weighted_blend():
     y, x_hat = _t(degraded).clamp(0, 1), _t(clean)
     lam = consistency.error_variance(truth, y, x_hat) / 1e-4
     expected = (y + lam * x_hat) / (1 + lam)
-    np.testing.assert_allclose(consistency.refine(x_hat, y, truth, prior_variance=1e-4),
+    np.testing.assert_allclose(consistency.refine(x_hat, y, truth, prior_variance=1e-4,
+                                                  denoise=False),
                                expected.clamp(0, 1), atol=1e-6)
     # sigma 10 -> variance ~1.5e-3 against a prior of 1e-4: mostly the restoration.
     assert lam > 10
@@ -185,3 +186,43 @@ def test_refine_works_under_inference_mode(spec):
         y_inf = y.clone()
         got = consistency.refine(y_inf.clone(), y_inf, truth)
     assert torch.equal(got, expected)
+
+
+def _rough_guess(c, seed=0, error=0.03):
+    # A restoration with the network's kind of error: right structure, wrong fine values.
+    g = torch.Generator().manual_seed(seed)
+    return (c + error * torch.randn(c.shape, generator=g)).clamp(0, 1)
+
+
+@pytest.mark.parametrize("spec", ["noise: sigma=25", "noise: sigma=10, shot=10",
+                                  "noise: sigma=15; jpeg: quality=60"])
+def test_the_noise_comes_out_of_the_input_before_the_step(spec):
+    clean = _photo(96, 128)
+    degraded, truth = synthesis.degrade(clean, spec, seed=4)
+    y, c = _t(synthesis.quantise(degraded)), _t(clean)
+    x_hat = _rough_guess(c)
+    with_filter = _psnr(consistency.refine(x_hat, y, truth), c)
+    assert with_filter > _psnr(consistency.refine(x_hat, y, truth, denoise=False), c) + 1.0
+    assert with_filter > _psnr(x_hat, c) + 1.0
+
+
+def test_the_pilot_is_the_restoration_degraded_again():
+    # Dark, noisy input: the pilot must be the *darkened* restoration. Filtering the dark
+    # input with the bright restoration's energy as its pilot would keep most of its noise.
+    clean = _photo(96, 128)
+    degraded, truth = synthesis.degrade(clean, "low_light: exposure=0.5, gamma=1.5; "
+                                               "noise: sigma=12", seed=5)
+    y, c = _t(synthesis.quantise(degraded)), _t(clean)
+    x_hat = _rough_guess(c, error=0.02)
+    z = consistency.refine(x_hat, y, truth)
+    assert _psnr(z, c) > _psnr(consistency.refine(x_hat, y, truth, denoise=False), c) + 0.5
+    dark = consistency.ToneCurve(truth.finding("low_light"))(c)
+    noiseless = (dark - y).pow(2).mean()
+    denoised, left = consistency.denoise_observation(truth, y, dark)
+    assert (dark - denoised).pow(2).mean() < noiseless / 4 and 0 < left < noiseless
+
+
+def test_without_a_noise_finding_nothing_is_filtered():
+    y = _t(_photo())
+    _, truth = synthesis.degrade(_photo(), "jpeg: quality=40")
+    assert consistency.denoise_observation(truth, y, y) == (y, None)

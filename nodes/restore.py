@@ -87,9 +87,10 @@ class RRRestore:
                     "default": True,
                     "tooltip": "Pull the result back to what the input supports through the "
                                "diagnosed physics (haze veil, low-light tone curve, blur PSF, "
-                               "resolution, noise and JPEG levels; skipped when rain is "
-                               "diagnosed). Worth several dB on mildly degraded photos; "
-                               "built-in restorer only."}),
+                               "resolution, noise and JPEG levels; diagnosed noise is first "
+                               "filtered out of the input with the restoration as a guide; "
+                               "skipped when rain is diagnosed). Worth several dB on mildly "
+                               "degraded and noisy photos; built-in restorer only."}),
             },
         }
 

@@ -245,8 +245,8 @@ def _jpeg_variance(x: torch.Tensor, quality: float) -> float:
 
 
 def noise_variance(noise: Finding, level: torch.Tensor):
-    """The diagnosed sensor noise's variance at the brightness ``level`` (a number's tensor or
-    a map): read noise ``sigma^2`` plus shot noise ``shot^2`` times the level, as synthesised."""
+    """The diagnosed sensor noise's variance at the brightness ``level`` (a 0-d tensor or a
+    map): read noise ``sigma^2`` plus shot noise ``shot^2`` times the level, as synthesised."""
     sigma, shot = noise.params["sigma"] / 255.0, noise.params["shot"] / 255.0
     return sigma * sigma + shot * shot * level.clamp(0, 1)
 
@@ -307,15 +307,14 @@ def refine(x_hat: torch.Tensor, y: torch.Tensor, diagnosis: Diagnosis | None,
             u_hat, slope = scene(clamped), scene.slope(clamped)
     A = linear_operator(linear, y.shape[-2:])
     with torch.no_grad():
-        pilot = A(u_hat)
         left = None
-        if denoise:
+        if denoise and diagnosis.finding("noise") is not None:
+            pilot = A(u_hat)  # only here: with blur or resolution it is a full convolution
             y, left = denoise_observation(diagnosis, y, pilot)
-        lam = error_variance(diagnosis, y, u_hat, noise=left is None) + (left or 0.0)
-        if left is not None:
             # Noise is where the network errs most (28-30 dB against the 35 dB tau^2 assumes):
             # the misfit of the two estimates of the noise-free input bounds its error.
             prior_variance = max(prior_variance, float(((y - pilot) ** 2).mean()))
+        lam = error_variance(diagnosis, y, u_hat, noise=left is None) + (left or 0.0)
         lam = lam / prior_variance
         if not scene.identity:  # per-pixel weights; without P one number does
             lam = (lam / slope ** 2).clamp(max=MAX_PRIOR_WEIGHT)

@@ -1,7 +1,7 @@
 """Blur parameters measured from the spectrum (reasoner/psf.py) against the analyzer's, on
 training-source photos. One command, markdown out:
 
-    python benchmarks/psf.py [--photos 4] [--blurs 2] [--seed 2] [--out benchmarks/results/psf.md]
+    python benchmarks/psf.py [--photos 2] [--blurs 2] [--seed 2] [--out benchmarks/results/psf.md]
 
 Each photo (``--photos`` per training source, centre 512 crops) gets ``--blurs`` random blurs
 of the synthesiser's kind (defocus, motion, or both, at any angle), alone and with Gaussian
@@ -57,7 +57,7 @@ def errors(found, truth) -> dict[str, float]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--photos", type=int, default=4, help="photos per training source")
+    ap.add_argument("--photos", type=int, default=2, help="photos per training source")
     ap.add_argument("--blurs", type=int, default=2, help="random blurs per photo and kind")
     ap.add_argument("--seed", type=int, default=2)
     ap.add_argument("--size", type=int, default=512)

@@ -31,7 +31,8 @@ class RRDiagnoseDegradation:
                    f"degradations are present, their physical parameters, severity and a "
                    f"restoration plan, written out as a chain of thought. Blur and low "
                    f"resolution are checked against the image itself (an upscaling's periodic "
-                   f"trace, the fine detail it keeps). One diagnosis per image of the batch.")
+                   f"trace, the blur's PSF in the spectrum, the fine detail it keeps). One "
+                   f"diagnosis per image of the batch.")
     CATEGORY = CATEGORY
     RETURN_TYPES = (RR_DIAGNOSIS, "STRING", "STRING")
     RETURN_NAMES = ("diagnosis", "chain_of_thought", "diagnosis_json")
@@ -68,7 +69,8 @@ class RRSeverityScore:
     DESCRIPTION = ("Measures how much degradation is left in an image (0 = clean, 1 = the "
                    "worst level the pack synthesises), per degradation type and overall, with "
                    "the reasoner. Blur and low resolution are checked against the image itself "
-                   "(an upscaling's periodic trace, the fine detail it keeps), as Diagnose "
+                   "(an upscaling's periodic trace, the blur's PSF in the spectrum, the fine "
+                   "detail it keeps), as Diagnose "
                    "Degradation checks them. With a clean_reference it also computes PSNR and "
                    "SSIM. "
                    "Batches report means (and per-image lines in the report).")

@@ -21,15 +21,20 @@ as a power of frequency, ``c - a log r``, and a Gaussian bends that line down by
 ``measure_blur`` puts the fitted PSF in place of the analyzer's blur parameters (the analyzer
 still decides whether there is a blur), unless the input keeps detail that the fitted PSF
 would have removed (``evidence.detail_ratio`` over ``DETAIL_LIMIT``: the scene's own
-anisotropy can pass for a long motion). On training-source photos (12 photos, 3 random blurs
-each, one of them with noise: /tmp/scr/mexp3.py of session 12) the restorer's PSNR on single
-blurs went from 29.79 dB with the analyzer's parameters to 31.84 (the true PSF: 34.11), on
-blur + noise from 29.33 to 29.53 (31.41), at 0.05-0.26 s per image.
+anisotropy can pass for a long motion), and not beside JPEG or rain (``ANISOTROPIC_TYPES``).
+On training-source photos with blurs at random angles (``python benchmarks/psf.py --photos 2``,
+benchmarks/results/psf.md) the motion angle's error went from 18 to 2 degrees, the length's
+from 4.4 to 1.5 px, the width's from 0.41 to 0.33 px, and the restorer from 27.76 to 29.39 dB
+(true PSF 34.41); with noise too (where the analyzer found only 3 of 12 blurs) 26.20 -> 26.25.
+On the selection photos (benchmarks/results/selection_psf.md) blur/moderate went 27.35 ->
+28.34 dB, blur/severe 27.78 -> 28.43, blur + noise 25.38 -> 25.34, no other case moved. The
+fit costs 0.03 s per 512 px image (median; at most 0.18).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -38,7 +43,7 @@ from .evidence import (DETAIL_LIMIT, MEASURED, detail_ratio, error_floor, revise
 from .images import luma
 from .taxonomy import get_type
 
-__all__ = ["WINDOW", "ANISOTROPIC_TYPES", "welch_power", "fit_motion", "fit_width", "fit_psf", "measure_blur"]
+__all__ = ["WINDOW", "ANISOTROPIC_TYPES", "welch_power", "fit_psf", "measure_blur"]
 
 WINDOW = 128        # Welch window: rings 1/128 cycles/px apart resolve the zeros of L = 20
 CROP = 512          # the spectrum of a centre crop, at most 7 x 7 half-overlapping windows
@@ -75,9 +80,19 @@ def welch_power(image: torch.Tensor, window: int = WINDOW) -> torch.Tensor | Non
     return (torch.fft.fft2(tiles * taper).abs() ** 2).mean(0) / (taper ** 2).sum()
 
 
-def _rings(power: torch.Tensor, floor: float):
-    """The half-plane frequencies on the rings that carry signal: ``(fx, fy, ring index from
-    MIN_RING, log power)``, and the number of rings; None when no ring does."""
+class _Rings(NamedTuple):
+    """The half-plane frequencies of a spectrum on the rings that carry signal."""
+    fx: torch.Tensor
+    fy: torch.Tensor
+    ring: torch.Tensor       # index from MIN_RING
+    log_power: torch.Tensor  # floor taken out
+    count: int               # rings kept
+    size: int                # the spectrum's side (the Welch window)
+
+
+def _rings(power: torch.Tensor, floor: float) -> _Rings | None:
+    """``power``'s frequencies on the rings above ``SNR`` times ``floor``; None when fewer
+    than four rings are."""
     n = power.shape[-1]
     f = torch.fft.fftfreq(n, dtype=power.dtype)
     fy, fx = torch.meshgrid(f, f, indexing="ij")
@@ -93,7 +108,7 @@ def _rings(power: torch.Tensor, floor: float):
     keep = half & (ring >= MIN_RING) & (ring <= top)
     # The floor is taken out before the log: it is what fills the zeros in.
     log_power = torch.log((power[keep] - floor).clamp(min=0.1 * floor))
-    return fx[keep], fy[keep], ring[keep] - MIN_RING, log_power, top - MIN_RING + 1
+    return _Rings(fx[keep], fy[keep], ring[keep] - MIN_RING, log_power, top - MIN_RING + 1, n)
 
 
 def _motion_gain(fx, fy, length: float, angle_deg) -> torch.Tensor:
@@ -103,13 +118,10 @@ def _motion_gain(fx, fy, length: float, angle_deg) -> torch.Tensor:
     return torch.sinc(length * (fx * torch.cos(th) - fy * torch.sin(th))) ** 2
 
 
-def fit_motion(power: torch.Tensor, floor: float):
+def _fit_motion(rings: _Rings) -> tuple[float, float, float]:
     """``(length, angle, misfit without motion over misfit with it)`` that best explain the
-    anisotropy of ``power`` (from :func:`welch_power`) above ``floor``; None without rings."""
-    rings = _rings(power, floor)
-    if rings is None:
-        return None
-    fx, fy, ring, log_power, count = rings
+    anisotropy of the spectrum on ``rings``."""
+    fx, fy, ring, log_power, count, _ = rings
     spec = get_type("blur")
     lengths = torch.arange(0.0, spec.param("motion_length").high + 1e-9, LENGTH_STEP)
     angles = torch.arange(0.0, 180.0, ANGLE_STEP, dtype=fx.dtype)
@@ -120,17 +132,14 @@ def fit_motion(power: torch.Tensor, floor: float):
         level = torch.zeros(len(angles), count, dtype=fx.dtype).index_add_(1, ring, residual)
         misfit[i] = ((residual - (level / per_ring)[:, ring]) ** 2).sum(1)
     i, j = divmod(int(misfit.argmin()), len(angles))
-    return float(lengths[i]), float(angles[j]), float(misfit[0].min() / misfit[i, j].clamp(min=1e-30))
+    gain = float(misfit[0].min() / misfit[i, j].clamp(min=1e-30))
+    return float(lengths[i]), float(angles[j]), gain
 
 
-def fit_width(power: torch.Tensor, floor: float, length: float, angle: float) -> float | None:
+def _fit_width(rings: _Rings, length: float, angle: float) -> float:
     """The Gaussian width (px) that, with the motion ``(length, angle)`` taken out, bends the
-    ring levels of ``power`` off a power law the least-squares best; None without rings."""
-    rings = _rings(power, floor)
-    if rings is None:
-        return None
-    fx, fy, ring, log_power, count = rings
-    n = power.shape[-1]
+    ring levels off a power law the least-squares best."""
+    fx, fy, ring, log_power, count, n = rings
     residual = log_power - torch.log(_motion_gain(fx, fy, length, angle)[0] + EPS)
     per_ring = torch.bincount(ring, minlength=count).to(fx.dtype)
     level = torch.zeros(count, dtype=fx.dtype).index_add_(0, ring, residual) / per_ring
@@ -152,13 +161,12 @@ def fit_psf(image: torch.Tensor, white_variance: float) -> dict | None:
     power = welch_power(image.float())
     if power is None:
         return None
-    floor = LUMA_SHARE * white_variance
-    motion = fit_motion(power, floor)
-    if motion is None:
+    rings = _rings(power, LUMA_SHARE * white_variance)
+    if rings is None:
         return None
-    length, angle, gain = motion
+    length, angle, gain = _fit_motion(rings)
     length = length if length >= 1.0 else 0.0  # the synthesiser draws no shorter segment
-    width = fit_width(power, floor, length, angle)
+    width = _fit_width(rings, length, angle)
     return {"width": width, "motion_length": length, "motion_angle": angle, "gain": gain}
 
 

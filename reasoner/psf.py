@@ -39,7 +39,7 @@ from typing import NamedTuple
 import torch
 
 from .diagnosis import Diagnosis, Finding, ReasoningStep, describe_params
-from .evidence import (DETAIL_LIMIT, MEASURED, detail_ratio, error_floor, revised_reasoning)
+from .evidence import DETAIL_LIMIT, MEASURED, detail_ratio, revised_reasoning, white_variance
 from .images import luma
 from .taxonomy import get_type
 
@@ -179,13 +179,13 @@ def measure_blur(image: torch.Tensor, diagnosis: Diagnosis) -> Diagnosis:
     if blur is None or blur.source in MEASURED or any(
             f.type in ANISOTROPIC_TYPES for f in diagnosis.findings):
         return diagnosis
-    floor, quality = error_floor(diagnosis, image)
+    floor = white_variance(diagnosis, image)  # no JPEG here: the floor is white
     fit = fit_psf(image, floor)
     if fit is None:
         return diagnosis
     params = {k: fit[k] for k in get_type("blur").keys}
     measured = Finding.from_params("blur", params, blur.confidence, "evidence")
-    ratio = detail_ratio(image, [measured], floor, quality)
+    ratio = detail_ratio(image, [measured], floor)
     if ratio is not None and ratio > DETAIL_LIMIT:
         return diagnosis
     findings = [measured if f is blur else f for f in diagnosis.findings]

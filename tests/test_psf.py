@@ -5,7 +5,8 @@ import torch
 
 from reason_restore.reasoner import psf
 from reason_restore.reasoner.diagnosis import Diagnosis, Finding
-from reason_restore.reasoner.psf import ANISOTROPIC_TYPES, fit_psf, measure_blur, welch_power
+from reason_restore.reasoner.psf import (ANISOTROPIC_TYPES, SOFTENING_TYPES, fit_psf, measure_blur,
+                                         welch_power)
 from reason_restore.reasoner.synthesis import QUANTISATION_VARIANCE, degrade
 from reason_restore.reasoner.taxonomy import get_type
 
@@ -65,7 +66,7 @@ def test_the_measured_psf_replaces_the_analyzers_and_says_so():
 
 def test_nothing_to_measure_leaves_the_diagnosis_alone():
     image = _blurred("blur: width=0.4, motion_length=10, motion_angle=45")
-    beside = [Finding.from_params(t, get_type(t).strongest_params()) for t in ANISOTROPIC_TYPES]
+    beside = [Finding.from_params(t, get_type(t).strongest_params()) for t in ANISOTROPIC_TYPES + SOFTENING_TYPES]
     for d in (Diagnosis.from_findings([Finding.from_params("noise", {"sigma": 10.0})]),
               _claim(source="user"), _claim(source="evidence"),
               *[Diagnosis.from_findings(_claim().findings + [f]) for f in beside]):

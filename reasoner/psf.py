@@ -21,7 +21,7 @@ as a power of frequency, ``c - a log r``, and a Gaussian bends that line down by
 ``measure_blur`` puts the fitted PSF in place of the analyzer's blur parameters (the analyzer
 still decides whether there is a blur), unless the input keeps detail that the fitted PSF
 would have removed (``evidence.detail_ratio`` over ``DETAIL_LIMIT``: the scene's own
-anisotropy can pass for a long motion), and not beside JPEG or rain (``ANISOTROPIC_TYPES``).
+anisotropy can pass for a long motion), and not beside JPEG, rain or low resolution.
 On training-source photos with blurs at random angles (``python benchmarks/psf.py --photos 2``,
 benchmarks/results/psf.md) the motion angle's error went from 18 to 2 degrees, the length's
 from 4.4 to 1.5 px, the width's from 0.41 to 0.33 px, and the restorer from 27.76 to 29.39 dB

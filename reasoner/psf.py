@@ -39,14 +39,15 @@ from typing import NamedTuple
 import torch
 
 from .diagnosis import Diagnosis, Finding, ReasoningStep, describe_params
-from .evidence import DETAIL_LIMIT, MEASURED, detail_ratio, revised_reasoning, white_variance
+from .evidence import (DETAIL_LIMIT, MEASURED, _centre_crop, detail_ratio, revised_reasoning,
+                       white_variance)
 from .images import luma
 from .taxonomy import get_type
 
-__all__ = ["WINDOW", "ANISOTROPIC_TYPES", "SOFTENING_TYPES", "welch_power", "fit_psf", "measure_blur"]
+__all__ = ["WINDOW", "ANISOTROPIC_TYPES", "SOFTENING_TYPES", "welch_power", "fit_psf",
+           "measure_blur"]
 
 WINDOW = 128        # Welch window: rings 1/128 cycles/px apart resolve the zeros of L = 20
-CROP = 512          # the spectrum of a centre crop, at most 7 x 7 half-overlapping windows
 MIN_RING = 4        # below 4/128 cycles/px the scene's layout, not its blur, sets the spectrum
 SNR = 4.0           # rings whose median power is under 4x the floor carry no zeros to see
 EPS = 0.02          # a sinc zero's depth in the log model: the floor and leakage fill it in
@@ -68,14 +69,10 @@ def welch_power(image: torch.Tensor, window: int = WINDOW) -> torch.Tensor | Non
     """Power spectrum ``[window, window]`` (FFT order) of ``image``'s luma ([3, H, W] in
     [0, 1]), averaged over half-overlapping Hann windows of its centre crop: white noise of
     variance v reads about v everywhere. None for an image smaller than one window."""
-    if image.dim() != 3 or image.shape[0] != 3:
-        raise ValueError(f"image: expected [3, H, W], got {list(image.shape)}")
-    _, h, w = image.shape
-    if min(h, w) < window:
+    crop = _centre_crop(image)  # the detail check's 512 crop: at most 7 x 7 windows
+    if min(crop.shape[1:]) < window:
         return None
-    sh, sw = min(CROP, h), min(CROP, w)
-    top, left = (h - sh) // 2, (w - sw) // 2
-    lum = luma(image[:, top:top + sh, left:left + sw].double())
+    lum = luma(crop.double())
     hann = torch.hann_window(window, periodic=True, dtype=lum.dtype)
     taper = hann[:, None] * hann[None]
     tiles = lum.unfold(0, window, window // 2).unfold(1, window, window // 2)

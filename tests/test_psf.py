@@ -66,7 +66,8 @@ def test_the_measured_psf_replaces_the_analyzers_and_says_so():
 
 def test_nothing_to_measure_leaves_the_diagnosis_alone():
     image = _blurred("blur: width=0.4, motion_length=10, motion_angle=45")
-    beside = [Finding.from_params(t, get_type(t).strongest_params()) for t in ANISOTROPIC_TYPES + SOFTENING_TYPES]
+    beside = [Finding.from_params(t, get_type(t).strongest_params())
+              for t in ANISOTROPIC_TYPES + SOFTENING_TYPES]
     for d in (Diagnosis.from_findings([Finding.from_params("noise", {"sigma": 10.0})]),
               _claim(source="user"), _claim(source="evidence"),
               *[Diagnosis.from_findings(_claim().findings + [f]) for f in beside]):

@@ -41,14 +41,25 @@ from __future__ import annotations
 import torch
 
 from .diagnosis import Diagnosis, Finding, ReasoningStep
-from .evidence import (BOUNDED_TYPES, DETAIL_LIMIT, DROP_BELOW, detail_ratio, error_floor,
-                       revised_reasoning)
+from .evidence import (BOUNDED_TYPES, DETAIL_LIMIT, DROP_BELOW, MEASURED, detail_ratio,
+                       error_floor, revised_reasoning)
 from .images import luma
 from .taxonomy import get_type
 
-__all__ = ["TRACE_LIMIT", "resampling_trace", "upscale_factors", "bound_by_resampling"]
+__all__ = ["TRACE_LIMIT", "NO_TRACE_LIMIT", "resampling_trace", "upscale_factors",
+           "bound_by_resampling"]
 
 TRACE_LIMIT = 12.0     # training-source photos: without upscaling <= 9.4, upscaled up to 1,870
+# Weaker than this at every frequency (JPEG's grids included), the image was not upscaled (see
+# "No trace" in the module docstring).
+NO_TRACE_LIMIT = 6.0
+# An enlargement by exactly 2 leaves no trace (its two interpolation phases, +-1/4 px, are
+# mirror images, so the roughness does not alternate): below this scale no verdict.
+NO_TRACE_MIN_SCALE = 2.5
+# What hides a trace: noise and rain drown it, JPEG's blocks put peaks on its grids.
+TRACE_HIDING_TYPES = ("noise", "jpeg", "rain")
+# The blur that looks like an upscaling by s to the analyzer: width 0.4 s (see above).
+SOFTNESS_WIDTH = 0.4
 # The trace of the smallest upscaling worth a finding: 1 - 1/s at the scale of severity
 # DROP_BELOW (the finding the detail check would drop anyway).
 MIN_FREQUENCY = 1.0 - 1.0 / get_type("low_resolution").params_for_severity(DROP_BELOW)["scale"]
@@ -75,10 +86,12 @@ def _roughness_spectra(image: torch.Tensor) -> torch.Tensor:
     return torch.stack(spectra)
 
 
-def resampling_trace(image: torch.Tensor) -> tuple[float, float] | None:
+def resampling_trace(image: torch.Tensor, keep_block_grid: bool = False
+                     ) -> tuple[float, float] | None:
     """``(strength, frequency)`` of the strongest resampling peak of ``image`` ([3, H, W] in
     [0, 1]): strength is the peak over its neighbours' median on the weaker axis, frequency in
-    cycles/px. None for an image too small to tell (under 64 px)."""
+    cycles/px. None for an image too small to tell (under 64 px). ``keep_block_grid`` counts the
+    frequencies of JPEG's grids too (left out by default: JPEG's own peaks sit there)."""
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"image: expected [3, H, W], got {list(image.shape)}")
     if min(image.shape[1:]) < 64:
@@ -98,7 +111,9 @@ def resampling_trace(image: torch.Tensor) -> tuple[float, float] | None:
     sixteenths = (freq * 16).round()
     guard = torch.where(sixteenths % 2 == 0, BLOCK_GUARD, MACROBLOCK_GUARD)
     on_grid = (freq * 16 - sixteenths).abs() * n / 16 < guard
-    ratio[on_grid | (freq < MIN_FREQUENCY)] = 0.0
+    ratio[freq < MIN_FREQUENCY] = 0.0
+    if not keep_block_grid:
+        ratio[on_grid] = 0.0
     k = int(ratio.argmax())
     return float(ratio[k]), float(freq[k])
 
@@ -120,8 +135,10 @@ def bound_by_resampling(image: torch.Tensor, diagnosis: Diagnosis,
     if any(f.source == "user" and f.type in BOUNDED_TYPES for f in diagnosis.findings):
         return diagnosis
     trace = resampling_trace(image)
-    if trace is None or trace[0] < limit:
+    if trace is None:
         return diagnosis
+    if trace[0] < limit:
+        return _softness_without_trace(image, diagnosis)
     strength, frequency = trace
     floor, quality = error_floor(diagnosis, image)
 
@@ -155,5 +172,34 @@ def bound_by_resampling(image: torch.Tensor, diagnosis: Diagnosis,
         f"times its surroundings at {frequency:.3f} cycles/px on both axes): it was enlarged "
         f"by {scale:.2f}, so low resolution at scale {scale:.2f} where the diagnosis had "
         f"{before}.")
+    result.reasoning = revised_reasoning(diagnosis.reasoning, result.reasoning, revision)
+    return result
+
+
+def _softness_without_trace(image: torch.Tensor, diagnosis: Diagnosis) -> Diagnosis:
+    """``diagnosis`` with the analyzer's low resolution read as the blur it is, when the input
+    shows no trace at all (``NO_TRACE_LIMIT``) and nothing that would hide one was found."""
+    old = diagnosis.finding("low_resolution")
+    if (old is None or old.source in MEASURED or old.params["scale"] < NO_TRACE_MIN_SCALE
+            or any(f.type in TRACE_HIDING_TYPES for f in diagnosis.findings)):
+        return diagnosis
+    trace = resampling_trace(image, keep_block_grid=True)
+    if trace is None or trace[0] >= NO_TRACE_LIMIT:
+        return diagnosis
+    scale = old.params["scale"]
+    findings = [f for f in diagnosis.findings if f is not old]
+    blur = diagnosis.finding("blur")
+    if blur is None:  # the same softness, as the optics' (the PSF fit may measure it next)
+        blur = Finding.from_params("blur", {"width": SOFTNESS_WIDTH * scale}, old.confidence,
+                                   old.source)
+        findings.append(blur)
+    result = Diagnosis.from_findings(
+        findings, presence=diagnosis.presence, scene=diagnosis.scene, objects=diagnosis.objects,
+        sources=diagnosis.sources, notes=diagnosis.notes)
+    revision = ReasoningStep(
+        "degradations", f"The image carries no trace of upscaling (nothing over "
+        f"{trace[0]:.1f} times its surroundings, where an enlargement leaves {NO_TRACE_LIMIT:.0f} "
+        f"or more): the softness read as low resolution at scale {scale:.2f} is a blur of "
+        f"width {blur.params['width']:.2f} px.")
     result.reasoning = revised_reasoning(diagnosis.reasoning, result.reasoning, revision)
     return result

@@ -73,6 +73,47 @@ def test_the_larger_factor_must_fit_the_detail_the_image_keeps():
     assert revised.finding("low_resolution").params["scale"] == pytest.approx(1.75, abs=0.03)
 
 
+def _low_res(scale: float, source="analyzer") -> Finding:
+    return Finding.from_params("low_resolution", {"scale": scale}, 0.7, source)
+
+
+@pytest.fixture(scope="module")
+def blurred():
+    return _degraded("blur: width=1.2")
+
+
+def test_without_any_trace_the_low_resolution_read_is_a_blur(blurred):
+    revised = bound_by_resampling(blurred, Diagnosis.from_findings([_low_res(3.0)]))
+    assert revised.finding("low_resolution") is None
+    blur = revised.finding("blur")
+    assert blur.params["width"] == pytest.approx(1.2) and blur.source == "analyzer"
+    assert "no trace of upscaling" in revised.chain_of_thought()
+    # Beside a blur the analyzer also read, the low resolution simply goes.
+    both = Diagnosis.from_findings([_blur(0.8), _low_res(3.0)])
+    revised = bound_by_resampling(blurred, both)
+    assert revised.types == ["blur"] and revised.finding("blur").params["width"] == 0.8
+
+
+@pytest.mark.parametrize("finding, other", [
+    (_low_res(2.0), None),                  # an enlargement by 2 leaves no trace anyway
+    (_low_res(3.0, source="evidence"), None),
+    (_low_res(3.0, source="user"), None),
+    (_low_res(3.0), Finding.from_params("noise", {"sigma": 10.0}, 0.9)),  # noise hides one
+])
+def test_no_verdict_from_a_missing_trace_where_it_could_not_show(blurred, finding, other):
+    claimed = Diagnosis.from_findings([finding] + ([other] if other else []))
+    assert bound_by_resampling(blurred, claimed) is claimed
+
+
+def test_an_upscaling_whose_trace_sits_on_the_block_grid_is_not_taken_for_a_blur():
+    # 3.2 puts its trace at 5/16 cycles/px, where the scale search ignores peaks (JPEG's
+    # macroblocks); the verdict "no trace" looks there too.
+    upscaled = _degraded("low_resolution: scale=3.2")
+    assert resampling_trace(upscaled)[0] < TRACE_LIMIT
+    claimed = Diagnosis.from_findings([_low_res(3.0)])
+    assert bound_by_resampling(upscaled, claimed) is claimed
+
+
 def test_user_findings_are_left_alone(upscaled):
     user = Diagnosis.from_findings([_blur(1.0, source="user")])
     assert bound_by_resampling(upscaled, user) is user

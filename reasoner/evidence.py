@@ -179,6 +179,17 @@ def revised_reasoning(before: list, rebuilt: list, revision: ReasoningStep) -> l
     return steps + ([] if placed else [revision]) + list(fresh.values())
 
 
+def revised(diagnosis: Diagnosis, findings: list[Finding], text: str) -> Diagnosis:
+    """``diagnosis`` with ``findings`` in place of its own and ``text`` as the revision step of
+    its chain of thought (what evidence changed, and why); everything else carried over."""
+    result = Diagnosis.from_findings(
+        findings, presence=diagnosis.presence, scene=diagnosis.scene, objects=diagnosis.objects,
+        sources=diagnosis.sources, notes=diagnosis.notes)
+    result.reasoning = revised_reasoning(diagnosis.reasoning, result.reasoning,
+                                         ReasoningStep("degradations", text))
+    return result
+
+
 def bound_by_detail(image: torch.Tensor, diagnosis: Diagnosis,
                     limit: float = DETAIL_LIMIT) -> Diagnosis:
     """``diagnosis`` with its non-user blur and low-resolution findings weakened (or dropped)
@@ -220,13 +231,8 @@ def bound_by_detail(image: torch.Tensor, diagnosis: Diagnosis,
             f"{kept[f.type].severity:.2f} ({describe_params(kept[f.type])})"
             if f.type in left else "none")
         for f in bounded)
-    result = Diagnosis.from_findings(
-        findings, presence=diagnosis.presence, scene=diagnosis.scene, objects=diagnosis.objects,
-        sources=diagnosis.sources, notes=diagnosis.notes)
-    result.reasoning = revised_reasoning(diagnosis.reasoning, result.reasoning, ReasoningStep(
-        "degradations", f"The image keeps fine detail that the diagnosed optics would have "
-        f"removed (detail ratio {ratio:.1f}, limit {limit:g}): {changes}."))
-    return result
+    return revised(diagnosis, findings, f"The image keeps fine detail that the diagnosed optics "
+                   f"would have removed (detail ratio {ratio:.1f}, limit {limit:g}): {changes}.")
 
 
 def bound_severities(per_type: torch.Tensor, before: Diagnosis, after: Diagnosis) -> torch.Tensor:

@@ -38,9 +38,8 @@ from typing import NamedTuple
 
 import torch
 
-from .diagnosis import Diagnosis, Finding, ReasoningStep, describe_params
-from .evidence import (DETAIL_LIMIT, MEASURED, _centre_crop, detail_ratio, revised_reasoning,
-                       white_variance)
+from .diagnosis import Diagnosis, Finding, describe_params
+from .evidence import DETAIL_LIMIT, MEASURED, _centre_crop, detail_ratio, revised, white_variance
 from .images import luma
 from .taxonomy import get_type
 
@@ -190,15 +189,9 @@ def measure_blur(image: torch.Tensor, diagnosis: Diagnosis) -> Diagnosis:
     if ratio is not None and ratio > DETAIL_LIMIT:
         return diagnosis
     findings = [measured if f is blur else f for f in diagnosis.findings]
-    result = Diagnosis.from_findings(
-        findings, presence=diagnosis.presence, scene=diagnosis.scene, objects=diagnosis.objects,
-        sources=diagnosis.sources, notes=diagnosis.notes)
     shape = (f"the zeros of a {fit['motion_length']:.1f} px motion at "
              f"{fit['motion_angle']:.0f} degrees" if fit["motion_length"] > 0
              else "no motion streak")
-    revision = ReasoningStep(
-        "degradations", f"The input's spectrum shows {shape} and a fall-off of a "
-        f"{fit['width']:.1f} px Gaussian: blur measured as {describe_params(measured)} "
-        f"(the analyzer had read {describe_params(blur)}).")
-    result.reasoning = revised_reasoning(diagnosis.reasoning, result.reasoning, revision)
-    return result
+    return revised(diagnosis, findings, f"The input's spectrum shows {shape} and a fall-off of "
+                   f"a {fit['width']:.1f} px Gaussian: blur measured as "
+                   f"{describe_params(measured)} (the analyzer had read {describe_params(blur)}).")

@@ -55,9 +55,9 @@ from __future__ import annotations
 
 import torch
 
-from .diagnosis import Diagnosis, Finding, ReasoningStep
+from .diagnosis import Diagnosis, Finding
 from .evidence import (BOUNDED_TYPES, DETAIL_LIMIT, DROP_BELOW, MEASURED, detail_ratio,
-                       error_floor, revised_reasoning)
+                       error_floor, revised)
 from .images import luma
 from .taxonomy import get_type
 
@@ -142,18 +142,20 @@ def upscale_factors(frequency: float) -> list[float]:
 
 
 def bound_by_resampling(image: torch.Tensor, diagnosis: Diagnosis,
-                        limit: float = TRACE_LIMIT) -> Diagnosis:
+                        limit: float = TRACE_LIMIT,
+                        no_trace_limit: float = NO_TRACE_LIMIT) -> Diagnosis:
     """``diagnosis`` with its low-resolution finding set to the scale the input's resampling
     trace shows (added when missing, a weaker blur dropped); the same object when the
     trace is weaker than ``limit``, when a user set blur or low resolution, or when no factor
-    fits the input's detail (see the module docstring)."""
+    fits the input's detail (see the module docstring). With no trace at all (under
+    ``no_trace_limit``; 0 turns that rule off) a low resolution becomes the blur it looks like."""
     if any(f.source == "user" and f.type in BOUNDED_TYPES for f in diagnosis.findings):
         return diagnosis
     trace = resampling_trace(image)
     if trace is None:
         return diagnosis
     if trace[0] < limit:
-        return _softness_without_trace(image, diagnosis)
+        return _softness_without_trace(image, diagnosis, no_trace_limit)
     strength, frequency = trace
     floor, quality = error_floor(diagnosis, image)
 
@@ -179,27 +181,22 @@ def bound_by_resampling(image: torch.Tensor, diagnosis: Diagnosis,
               else "no low resolution")
     if softness:
         before += f" and a blur of width {blur.params['width']:.2f} px"
-    result = Diagnosis.from_findings(
-        findings, presence=diagnosis.presence, scene=diagnosis.scene, objects=diagnosis.objects,
-        sources=diagnosis.sources, notes=diagnosis.notes)
-    revision = ReasoningStep(
-        "degradations", f"The image carries the periodic trace of upscaling ({strength:.0f} "
-        f"times its surroundings at {frequency:.3f} cycles/px on both axes): it was enlarged "
-        f"by {scale:.2f}, so low resolution at scale {scale:.2f} where the diagnosis had "
-        f"{before}.")
-    result.reasoning = revised_reasoning(diagnosis.reasoning, result.reasoning, revision)
-    return result
+    return revised(diagnosis, findings, f"The image carries the periodic trace of upscaling "
+                   f"({strength:.0f} times its surroundings at {frequency:.3f} cycles/px on both "
+                   f"axes): it was enlarged by {scale:.2f}, so low resolution at scale "
+                   f"{scale:.2f} where the diagnosis had {before}.")
 
 
-def _softness_without_trace(image: torch.Tensor, diagnosis: Diagnosis) -> Diagnosis:
+def _softness_without_trace(image: torch.Tensor, diagnosis: Diagnosis,
+                            no_trace_limit: float) -> Diagnosis:
     """``diagnosis`` with the analyzer's low resolution read as the blur it is, when the input
-    shows no trace at all (``NO_TRACE_LIMIT``) and nothing that would hide one was found."""
+    shows no trace at all (under ``no_trace_limit``) and nothing that would hide one was found."""
     old = diagnosis.finding("low_resolution")
     if (old is None or old.source in MEASURED or old.params["scale"] < NO_TRACE_MIN_SCALE
             or any(f.type in TRACE_HIDING_TYPES for f in diagnosis.findings)):
         return diagnosis
     trace = resampling_trace(image, keep_block_grid=True)
-    if trace is None or trace[0] >= NO_TRACE_LIMIT:
+    if trace is None or trace[0] >= no_trace_limit:
         return diagnosis
     scale = old.params["scale"]
     findings = [f for f in diagnosis.findings if f is not old]
@@ -208,13 +205,7 @@ def _softness_without_trace(image: torch.Tensor, diagnosis: Diagnosis) -> Diagno
         blur = Finding.from_params("blur", {"width": SOFTNESS_WIDTH * scale}, old.confidence,
                                    old.source)
         findings.append(blur)
-    result = Diagnosis.from_findings(
-        findings, presence=diagnosis.presence, scene=diagnosis.scene, objects=diagnosis.objects,
-        sources=diagnosis.sources, notes=diagnosis.notes)
-    revision = ReasoningStep(
-        "degradations", f"The image carries no trace of upscaling (nothing over "
-        f"{trace[0]:.1f} times its surroundings, where an enlargement leaves {NO_TRACE_LIMIT:.0f} "
-        f"or more): the softness read as low resolution at scale {scale:.2f} is a blur of "
-        f"width {blur.params['width']:.2f} px.")
-    result.reasoning = revised_reasoning(diagnosis.reasoning, result.reasoning, revision)
-    return result
+    return revised(diagnosis, findings, f"The image carries no trace of upscaling (nothing over "
+                   f"{trace[0]:.1f} times its surroundings, where an enlargement leaves "
+                   f"{no_trace_limit:.0f} or more): the softness read as low resolution at scale "
+                   f"{scale:.2f} is a blur of width {blur.params['width']:.2f} px.")

@@ -107,6 +107,12 @@ def resampling_trace(image: torch.Tensor, keep_block_grid: bool = False
     [0, 1]): strength is the peak over its neighbours' median on the weaker axis, frequency in
     cycles/px. None for an image too small to tell (under 64 px). ``keep_block_grid`` counts the
     frequencies of JPEG's grids too (left out by default: JPEG's own peaks sit there)."""
+    traces = _traces(image)
+    return None if traces is None else traces[1 if keep_block_grid else 0]
+
+
+def _traces(image: torch.Tensor) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """``resampling_trace`` off JPEG's grids and everywhere, from one pass over the image."""
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"image: expected [3, H, W], got {list(image.shape)}")
     if min(image.shape[1:]) < 64:
@@ -127,10 +133,11 @@ def resampling_trace(image: torch.Tensor, keep_block_grid: bool = False
     guard = torch.where(sixteenths % 2 == 0, BLOCK_GUARD, MACROBLOCK_GUARD)
     on_grid = (freq * 16 - sixteenths).abs() * n / 16 < guard
     ratio[freq < MIN_FREQUENCY] = 0.0
-    if not keep_block_grid:
-        ratio[on_grid] = 0.0
     k = int(ratio.argmax())
-    return float(ratio[k]), float(freq[k])
+    everywhere = float(ratio[k]), float(freq[k])
+    ratio[on_grid] = 0.0
+    k = int(ratio.argmax())
+    return (float(ratio[k]), float(freq[k])), everywhere
 
 
 def upscale_factors(frequency: float) -> list[float]:
@@ -151,11 +158,12 @@ def bound_by_resampling(image: torch.Tensor, diagnosis: Diagnosis,
     ``no_trace_limit``; 0 turns that rule off) a low resolution becomes the blur it looks like."""
     if any(f.source == "user" and f.type in BOUNDED_TYPES for f in diagnosis.findings):
         return diagnosis
-    trace = resampling_trace(image)
-    if trace is None:
+    traces = _traces(image)
+    if traces is None:
         return diagnosis
+    trace, anywhere = traces
     if trace[0] < limit:
-        return _softness_without_trace(image, diagnosis, no_trace_limit)
+        return _softness_without_trace(diagnosis, anywhere, no_trace_limit)
     strength, frequency = trace
     floor, quality = error_floor(diagnosis, image)
 
@@ -187,16 +195,16 @@ def bound_by_resampling(image: torch.Tensor, diagnosis: Diagnosis,
                    f"{scale:.2f} where the diagnosis had {before}.")
 
 
-def _softness_without_trace(image: torch.Tensor, diagnosis: Diagnosis,
+def _softness_without_trace(diagnosis: Diagnosis, trace: tuple[float, float],
                             no_trace_limit: float) -> Diagnosis:
-    """``diagnosis`` with the analyzer's low resolution read as the blur it is, when the input
-    shows no trace at all (under ``no_trace_limit``) and nothing that would hide one was found."""
+    """``diagnosis`` with the analyzer's low resolution read as the blur it is, when the input's
+    strongest ``trace`` at any frequency is under ``no_trace_limit`` and nothing that would hide
+    one was found."""
     old = diagnosis.finding("low_resolution")
     if (old is None or old.source in MEASURED or old.params["scale"] < NO_TRACE_MIN_SCALE
             or any(f.type in TRACE_HIDING_TYPES for f in diagnosis.findings)):
         return diagnosis
-    trace = resampling_trace(image, keep_block_grid=True)
-    if trace is None or trace[0] >= no_trace_limit:
+    if trace[0] >= no_trace_limit:
         return diagnosis
     scale = old.params["scale"]
     findings = [f for f in diagnosis.findings if f is not old]

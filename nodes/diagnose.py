@@ -31,8 +31,8 @@ class RRDiagnoseDegradation:
                    f"degradations are present, their physical parameters, severity and a "
                    f"restoration plan, written out as a chain of thought. Blur and low "
                    f"resolution are checked against the image itself (an upscaling's periodic "
-                   f"trace, the blur's PSF in the spectrum, the fine detail it keeps). One "
-                   f"diagnosis per image of the batch.")
+                   f"trace or its absence, the blur's PSF in the spectrum, the fine detail it "
+                   f"keeps). One diagnosis per image of the batch.")
     CATEGORY = CATEGORY
     RETURN_TYPES = (RR_DIAGNOSIS, "STRING", "STRING")
     RETURN_NAMES = ("diagnosis", "chain_of_thought", "diagnosis_json")
@@ -69,11 +69,10 @@ class RRSeverityScore:
     DESCRIPTION = ("Measures how much degradation is left in an image (0 = clean, 1 = the "
                    "worst level the pack synthesises), per degradation type and overall, with "
                    "the reasoner. Blur and low resolution are checked against the image itself "
-                   "(an upscaling's periodic trace, the blur's PSF in the spectrum, the fine "
-                   "detail it keeps), as Diagnose "
-                   "Degradation checks them. With a clean_reference it also computes PSNR and "
-                   "SSIM. "
-                   "Batches report means (and per-image lines in the report).")
+                   "(an upscaling's periodic trace or its absence, the blur's PSF in the "
+                   "spectrum, the fine detail it keeps), as Diagnose Degradation checks them. "
+                   "With a clean_reference it also computes PSNR and SSIM. Batches report means "
+                   "(and per-image lines in the report).")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("FLOAT",) * len(SEVERITY_NAMES) + ("FLOAT", "STRING", "FLOAT", "FLOAT")
     RETURN_NAMES = SEVERITY_NAMES + ("overall", "report", "psnr", "ssim")

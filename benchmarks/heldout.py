@@ -124,6 +124,18 @@ def split_photos(split: str, n: int, size: int) -> tuple[list[np.ndarray], list[
     return out, sources
 
 
+def raw_reasoner_and_restorer():
+    """The shipped analyzer with its evidence checks off (benchmarks of those checks apply them
+    themselves, one way and another) and the shipped restorer, on one CPU thread."""
+    import torch
+    torch.set_num_threads(1)
+    from reason_restore.reasoner.engine import load_reasoner
+    from reason_restore.restorer.engine import load_default_restorer
+    reasoner = load_reasoner(semantics=False)
+    reasoner.detail_check = False
+    return reasoner, load_default_restorer()
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """The pack's PSNR (restorer/metrics.py) of two H x W x 3 arrays in [0, 1]."""
     import torch

@@ -65,14 +65,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import torch
-    torch.set_num_threads(1)
-    from reason_restore.reasoner.engine import check_evidence, load_reasoner
+    from reason_restore.reasoner.engine import check_evidence
     from reason_restore.reasoner.evidence import bound_by_detail
     from reason_restore.reasoner.resampling import bound_by_resampling
-    from reason_restore.restorer.engine import load_default_restorer
-    reasoner = load_reasoner(semantics=False)
-    reasoner.detail_check = False  # the raw reading; both evidence paths are applied below
-    restorer = load_default_restorer()
+    reasoner, restorer = heldout.raw_reasoner_and_restorer()  # both evidence paths below
     photos, sources = heldout.split_photos("train", args.photos, args.size)
     rng = np.random.default_rng(args.seed)
 

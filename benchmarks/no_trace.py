@@ -5,9 +5,10 @@ diagnoses it changes and what the restorer makes of them. One command, markdown 
         [--out benchmarks/results/no_trace.md]
 
 Each photo (``--photos`` per training source, centre 512 crops) gets the analyzer benchmark's
-cases (every type at three levels, the fixed mixtures) and ``--random`` random 1-3-type
-mixtures. The analyzer diagnoses each; the diagnosis then goes through the evidence checks
-with the rule off (``no_trace_limit=0``) and on (``check_evidence``, as the product runs them).
+cases (every type at three levels, the fixed mixtures), an enlargement by exactly 2 (which
+leaves no trace; the rule must leave it alone) and ``--random`` random 1-3-type mixtures.
+The analyzer diagnoses each; the diagnosis then goes through the evidence checks with the rule
+off (``no_trace_limit=0``) and on (``check_evidence``, as the product runs them).
 Where the two differ, the restorer (``Restorer.restore``, data step on) restores from each.
 Training photos only: the rule's limits were set on them; the held-out benchmarks
 (analyzer.py, restoration.py) report it.
@@ -29,7 +30,7 @@ sys.path.insert(0, str(HERE))
 
 import heldout  # noqa: E402  (imports the pack)
 
-from reason_restore.reasoner.synthesis import degrade, quantise, random_spec  # noqa: E402
+from reason_restore.reasoner.synthesis import Step, degrade, quantise, random_spec  # noqa: E402
 
 DEFAULT_OUT = HERE / "results" / "no_trace.md"
 
@@ -76,6 +77,7 @@ def main(argv=None) -> int:
     rows, images = [], 0
     for i, clean in enumerate(photos):
         specs = [(c.name, list(c.steps)) for c in cases]
+        specs.append(("low_resolution x2", [Step("low_resolution", {"scale": 2.0})]))
         specs += [("random", random_spec(rng, int(rng.integers(1, 4))))
                   for _ in range(args.random)]
         for name, spec in specs:
@@ -103,8 +105,8 @@ def main(argv=None) -> int:
              f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
              f"{platform.machine()}, torch {torch.__version__}, CPU, 1 thread  ",
              f"Photos: {len(photos)} ({args.photos} per training source: {', '.join(sources)}), "
-             f"centre {args.size} crops; {images} images (the analyzer benchmark's cases and "
-             f"{args.random} random mixtures per photo), 8-bit.", "",
+             f"centre {args.size} crops; {images} images (the analyzer benchmark's cases, an "
+             f"enlargement by 2 and {args.random} random mixtures per photo), 8-bit.", "",
              "PSNR (dB) of `Restorer.restore` from the diagnosis without (*before*) and with "
              "(*after*) the rule, over the images whose diagnosis it changed.", "",
              "| images | changed | with a true low resolution | PSNR before | PSNR after | "

@@ -41,14 +41,18 @@ input shows no peak over ``NO_TRACE_LIMIT`` at any frequency, JPEG's grids inclu
 upscaling by 3.2 puts its trace at 5/16 cycles/px, where the scale search above does not
 look), and nothing that hides a trace was found (noise, JPEG, rain), the analyzer's low
 resolution becomes a blur of width 0.4 s, or simply goes beside the blur it also read; the
-PSF fit (psf.py) then measures that blur. Not below scale ``NO_TRACE_MIN_SCALE``: an
-enlargement by exactly 2 leaves no trace at all (both interpolation phases sit 1/4 px from a
-sample, mirror images of each other; on training photos it read 3-7, and the rule cost 0.5-2.8
-dB there). On training-source photos (6 of each training source, the analyzer benchmark's
-cases and 10 random mixtures each: 666 images) upscalings by 2.5 or more read at least 9 with
-the grids included, the false low-resolution readings beside a blur 3.1-5.8; the rule changed
-18 diagnoses (none with a true low resolution) and the restorer's mean on them went 28.88 ->
-30.02 dB (14 up, 4 down, the worst -0.87).
+PSF fit (psf.py) then measures that blur. Not where the spectrum is folded (``fold_coherence``
+over ``FOLD_LIMIT``): an enlargement by exactly 2 leaves no trace at all (both interpolation
+phases sit 1/4 px from a sample, mirror images of each other; on training photos it read 3-7,
+and taking it for a blur cost 0.5-2.8 dB there), but its spectrum is the small image's folded
+about 1/4 cycles/px, with the same phase relation on every row. On training-source photos (6
+of each training source, the analyzer benchmark's cases, an enlargement by 2 and 10 random
+mixtures each: 684 images; ``python benchmarks/no_trace.py``) upscalings by 2.5 or more read at
+least 9 with the grids included, the false low-resolution readings beside a blur 3.1-5.8; the
+rule changed 24 diagnoses (none with a true low resolution, every enlargement by 2 left alone)
+and the restorer's mean on them went 31.51 -> 33.09 dB (19 up, 5 down, the worst -0.96). A
+first version without the fold test, which skipped every scale under 2.5 instead, changed 18
+(28.88 -> 30.02 dB) and missed the mild blurs read as a small upscaling (+1.7 to +5.5 dB now).
 """
 
 from __future__ import annotations
@@ -61,16 +65,20 @@ from .evidence import (BOUNDED_TYPES, DETAIL_LIMIT, DROP_BELOW, MEASURED, detail
 from .images import luma
 from .taxonomy import get_type
 
-__all__ = ["TRACE_LIMIT", "NO_TRACE_LIMIT", "resampling_trace", "upscale_factors",
-           "bound_by_resampling"]
+__all__ = ["TRACE_LIMIT", "NO_TRACE_LIMIT", "FOLD_LIMIT", "resampling_trace", "fold_coherence",
+           "upscale_factors", "bound_by_resampling"]
 
 TRACE_LIMIT = 12.0     # training-source photos: without upscaling <= 9.4, upscaled up to 1,870
 # Weaker than this at every frequency (JPEG's grids included), the image was not upscaled (see
 # "No trace" in the module docstring).
 NO_TRACE_LIMIT = 6.0
 # An enlargement by exactly 2 leaves no trace (its two interpolation phases, +-1/4 px, are
-# mirror images, so the roughness does not alternate): below this scale no verdict.
-NO_TRACE_MIN_SCALE = 2.5
+# mirror images, so the roughness does not alternate); it shows as spectral folding instead
+# (``fold_coherence``): over this, the missing trace says nothing. Training photos: plain
+# enlargements by 2 read 0.44-1.00 (17 of 18 over 0.7), clean and blurred photos at most 0.19,
+# JPEG at quality 60 at most 0.21 (other enlargements, which leave a trace, up to 0.72).
+FOLD_LIMIT = 0.3
+FOLD_BAND = (0.08, 0.2)  # cycles/px: where a small image's spectrum still has content
 # What hides a trace: noise and rain drown it, JPEG's blocks put peaks on its grids.
 TRACE_HIDING_TYPES = ("noise", "jpeg", "rain")
 # The blur that looks like an upscaling by s to the analyzer: width 0.4 s (see above).
@@ -140,6 +148,27 @@ def _traces(image: torch.Tensor) -> tuple[tuple[float, float], tuple[float, floa
     return (float(ratio[k]), float(freq[k])), everywhere
 
 
+def fold_coherence(image: torch.Tensor) -> float:
+    """How consistently each row's (and column's) spectrum at ``f`` mirrors the one at
+    ``1/2 - f``, over the band ``FOLD_BAND``: near 1 for an enlargement by 2, whose spectrum is
+    the small image's folded about 1/4 cycles/px, times the interpolation kernel's (the same
+    phase relation on every row); near 0 for an image that was not (``image`` [3, H, W]). The
+    weaker of the two axes."""
+    _, h, w = image.shape
+    s = min(CROP, h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    lum = luma(image.float()).double()[top:top + s, left:left + s]
+    lo, hi = (round(f * s) for f in FOLD_BAND)
+    k = torch.arange(lo, hi)
+    out = []
+    for a in (lum, lum.T):
+        a = a - a.mean(1, keepdim=True)
+        spec = torch.fft.fft(a * torch.hann_window(s, periodic=False, dtype=a.dtype), dim=1)
+        pairs = spec[:, k] * spec[:, s // 2 - k]
+        out.append(float((pairs.sum(0).abs() / pairs.abs().sum(0).clamp(min=1e-30)).median()))
+    return min(out)
+
+
 def upscale_factors(frequency: float) -> list[float]:
     """The upscaling factors within the taxonomy's range whose trace lands at ``frequency``
     (``1/f`` and ``1/(1 - f)``), largest first."""
@@ -163,7 +192,7 @@ def bound_by_resampling(image: torch.Tensor, diagnosis: Diagnosis,
         return diagnosis
     trace, anywhere = traces
     if trace[0] < limit:
-        return _softness_without_trace(diagnosis, anywhere, no_trace_limit)
+        return _softness_without_trace(image, diagnosis, anywhere, no_trace_limit)
     strength, frequency = trace
     floor, quality = error_floor(diagnosis, image)
 
@@ -195,16 +224,16 @@ def bound_by_resampling(image: torch.Tensor, diagnosis: Diagnosis,
                    f"{scale:.2f} where the diagnosis had {before}.")
 
 
-def _softness_without_trace(diagnosis: Diagnosis, trace: tuple[float, float],
-                            no_trace_limit: float) -> Diagnosis:
+def _softness_without_trace(image: torch.Tensor, diagnosis: Diagnosis,
+                            trace: tuple[float, float], no_trace_limit: float) -> Diagnosis:
     """``diagnosis`` with the analyzer's low resolution read as the blur it is, when the input's
     strongest ``trace`` at any frequency is under ``no_trace_limit`` and nothing that would hide
     one was found."""
     old = diagnosis.finding("low_resolution")
-    if (old is None or old.source in MEASURED or old.params["scale"] < NO_TRACE_MIN_SCALE
+    if (old is None or old.source in MEASURED
             or any(f.type in TRACE_HIDING_TYPES for f in diagnosis.findings)):
         return diagnosis
-    if trace[0] >= no_trace_limit:
+    if trace[0] >= no_trace_limit or fold_coherence(image) > FOLD_LIMIT:
         return diagnosis
     scale = old.params["scale"]
     findings = [f for f in diagnosis.findings if f is not old]

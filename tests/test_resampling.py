@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from reason_restore.reasoner.diagnosis import Diagnosis, Finding
-from reason_restore.reasoner.resampling import (TRACE_LIMIT, bound_by_resampling,
+from reason_restore.reasoner.resampling import (FOLD_LIMIT, NO_TRACE_LIMIT, TRACE_LIMIT,
+                                                bound_by_resampling, fold_coherence,
                                                 resampling_trace, upscale_factors)
 from reason_restore.reasoner.synthesis import degrade
 
@@ -95,7 +96,6 @@ def test_without_any_trace_the_low_resolution_read_is_a_blur(blurred):
 
 
 @pytest.mark.parametrize("finding, other", [
-    (_low_res(2.0), None),                  # an enlargement by 2 leaves no trace anyway
     (_low_res(3.0, source="evidence"), None),
     (_low_res(3.0, source="user"), None),
     (_low_res(3.0), Finding.from_params("noise", {"sigma": 10.0}, 0.9)),  # noise hides one
@@ -112,6 +112,16 @@ def test_an_upscaling_whose_trace_sits_on_the_block_grid_is_not_taken_for_a_blur
     assert resampling_trace(upscaled)[0] < TRACE_LIMIT
     claimed = Diagnosis.from_findings([_low_res(3.0)])
     assert bound_by_resampling(upscaled, claimed) is claimed
+
+
+def test_an_enlargement_by_two_leaves_no_trace_but_folds_its_spectrum(blurred):
+    doubled = _degraded("low_resolution: scale=2.0")
+    assert resampling_trace(doubled, keep_block_grid=True)[0] < NO_TRACE_LIMIT
+    assert fold_coherence(doubled) > FOLD_LIMIT > fold_coherence(blurred)
+    assert fold_coherence(_tensor(_photo_like())) < FOLD_LIMIT
+    claimed = Diagnosis.from_findings([_low_res(2.0)])
+    assert bound_by_resampling(doubled, claimed) is claimed   # not taken for a blur
+    assert bound_by_resampling(blurred, claimed) is not claimed
 
 
 def test_user_findings_are_left_alone(upscaled):

@@ -93,14 +93,18 @@ NEIGHBOURS = 12        # bins either side whose median is the background of a pe
 CROP = 512
 
 
-def _roughness_spectra(image: torch.Tensor) -> torch.Tensor:
-    """Power spectra ``[2, n//2 + 1]`` of the column- and row-profiles of the luma's absolute
-    second difference (a Hann-windowed centre crop of at most ``CROP`` px)."""
+def _square_luma(image: torch.Tensor) -> torch.Tensor:
+    """The luma (float64) of the largest centred square of at most ``CROP`` px."""
     _, h, w = image.shape
     s = min(CROP, h, w)
     top, left = (h - s) // 2, (w - s) // 2
-    lum = luma(image).double()
-    lum = lum[top:top + s, left:left + s]
+    return luma(image.float()).double()[top:top + s, left:left + s]
+
+
+def _roughness_spectra(image: torch.Tensor) -> torch.Tensor:
+    """Power spectra ``[2, n//2 + 1]`` of the column- and row-profiles of the luma's absolute
+    second difference (a Hann-windowed centre crop of at most ``CROP`` px)."""
+    lum = _square_luma(image)
     spectra = []
     for a in (lum, lum.T):
         d = (a[:, 2:] - 2 * a[:, 1:-1] + a[:, :-2]).abs().mean(0)
@@ -154,10 +158,8 @@ def fold_coherence(image: torch.Tensor) -> float:
     the small image's folded about 1/4 cycles/px, times the interpolation kernel's (the same
     phase relation on every row); near 0 for an image that was not (``image`` [3, H, W]). The
     weaker of the two axes."""
-    _, h, w = image.shape
-    s = min(CROP, h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    lum = luma(image.float()).double()[top:top + s, left:left + s]
+    lum = _square_luma(image)
+    s = lum.shape[0]
     lo, hi = (round(f * s) for f in FOLD_BAND)
     k = torch.arange(lo, hi)
     out = []

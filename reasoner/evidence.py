@@ -45,7 +45,7 @@ import torch
 from .diagnosis import Diagnosis, Finding, ReasoningStep, describe_params
 from .images import luma
 from .synthesis import (QUANTISATION_VARIANCE, blur_kernel, jpeg_roundtrip, low_resolution_size,
-                        resize_tensor)
+                        noise_variance, resize_tensor)
 from .taxonomy import TYPE_NAMES, get_type
 
 __all__ = ["BOUNDED_TYPES", "DETAIL_LIMIT", "white_variance", "error_floor", "detail_ratio",
@@ -115,8 +115,7 @@ def white_variance(diagnosis: Diagnosis | None, image: torch.Tensor) -> float:
     var = QUANTISATION_VARIANCE
     noise = diagnosis.finding("noise") if diagnosis is not None else None
     if noise is not None:
-        sigma, shot = noise.params["sigma"] / 255.0, noise.params["shot"] / 255.0
-        var += sigma * sigma + shot * shot * float(image.clamp(0, 1).mean())
+        var += float(noise_variance(noise.params, image.clamp(0, 1).mean().double()))
     return var
 
 

@@ -219,9 +219,16 @@ def _blur(img, p, rng):
     return img if k.size == 1 else _convolve(img, k)
 
 
+def noise_variance(params: Mapping[str, float], level):
+    """Variance of the synthesised sensor noise at the brightness ``level`` (a NumPy array or a
+    torch tensor): read noise ``sigma^2`` plus shot noise ``shot^2`` times the level. The
+    evidence checks and the data-consistency step weigh the noise by this same model."""
+    sigma, shot = params["sigma"] / 255.0, params["shot"] / 255.0
+    return sigma * sigma + shot * shot * level.clip(0.0, 1.0)
+
+
 def _noise(img, p, rng):
-    sigma, shot = p["sigma"] / 255.0, p["shot"] / 255.0
-    std = np.sqrt(sigma * sigma + shot * shot * np.clip(img, 0.0, 1.0))
+    std = np.sqrt(noise_variance(p, img))
     return img + std * rng.standard_normal(img.shape, dtype=np.float32)
 
 

@@ -71,14 +71,14 @@ import torch.nn.functional as F
 
 from ..reasoner.diagnosis import Diagnosis, Finding
 from ..reasoner.synthesis import (QUANTISATION_VARIANCE, blur_kernel, convolve_tensor,
-                                  jpeg_roundtrip, low_resolution_size, quantise, resize_tensor,
-                                  tone_curve)
+                                  jpeg_roundtrip, low_resolution_size, noise_variance, quantise,
+                                  resize_tensor, tone_curve)
 from ..reasoner.taxonomy import TYPE_NAMES, get_type
 from .wiener import wiener_filter
 
 __all__ = ["SCENE_TYPES", "POINTWISE_TYPES", "LINEAR_TYPES", "ADDITIVE_TYPES",
            "PRIOR_VARIANCE", "fft_convolve", "linear_operator", "ToneCurve", "Veil",
-           "SceneMap", "noise_variance", "error_variance", "denoise_observation", "refine"]
+           "SceneMap", "error_variance", "denoise_observation", "refine"]
 
 SCENE_TYPES = ("rain",)                           # unknown streak layout: no data step
 POINTWISE_TYPES = ("haze", "low_light")           # before the optics, invertible per pixel: P
@@ -244,13 +244,6 @@ def _jpeg_variance(x: torch.Tensor, quality: float) -> float:
     return float(np.mean(errs))
 
 
-def noise_variance(noise: Finding, level: torch.Tensor):
-    """The diagnosed sensor noise's variance at the brightness ``level`` (a 0-d tensor or a
-    map): read noise ``sigma^2`` plus shot noise ``shot^2`` times the level, as synthesised."""
-    sigma, shot = noise.params["sigma"] / 255.0, noise.params["shot"] / 255.0
-    return sigma * sigma + shot * shot * level.clamp(0, 1)
-
-
 def error_variance(diagnosis: Diagnosis, y: torch.Tensor, x_hat: torch.Tensor,
                    noise: bool = True) -> float:
     """``sigma^2``: per-pixel variance of what ``A`` does not explain (8-bit rounding, the
@@ -260,7 +253,7 @@ def error_variance(diagnosis: Diagnosis, y: torch.Tensor, x_hat: torch.Tensor,
     var = QUANTISATION_VARIANCE
     finding = diagnosis.finding("noise")
     if finding is not None and noise:
-        var += float(noise_variance(finding, y.mean()))
+        var += float(noise_variance(finding.params, y.mean()))
     jpeg = diagnosis.finding("jpeg")
     if jpeg is not None:
         var += _jpeg_variance(x_hat, jpeg.params["quality"])
@@ -276,7 +269,7 @@ def denoise_observation(diagnosis: Diagnosis, y: torch.Tensor, pilot: torch.Tens
     finding = diagnosis.finding("noise")
     if finding is None:
         return y, None
-    variance = noise_variance(finding, pilot.mean(1, keepdim=True)) + QUANTISATION_VARIANCE
+    variance = noise_variance(finding.params, pilot.mean(1, keepdim=True)) + QUANTISATION_VARIANCE
     denoised, residual = wiener_filter(y, pilot.clamp(0, 1), variance)
     return denoised, residual * WIENER_RESIDUAL
 

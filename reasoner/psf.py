@@ -111,6 +111,13 @@ def _rings(power: torch.Tensor, floor: float) -> _Rings | None:
     return _Rings(fx[keep], fy[keep], ring[keep] - MIN_RING, log_power, top - MIN_RING + 1, n)
 
 
+def _ring_means(values: torch.Tensor, rings: _Rings) -> torch.Tensor:
+    """The mean of ``values`` (last dimension: the kept frequencies) over each ring."""
+    per_ring = torch.bincount(rings.ring, minlength=rings.count).to(values.dtype)
+    sums = torch.zeros(*values.shape[:-1], rings.count, dtype=values.dtype)
+    return sums.index_add_(values.dim() - 1, rings.ring, values) / per_ring
+
+
 def _motion_gain(fx, fy, length: float, angle_deg) -> torch.Tensor:
     """``sinc^2(L f . u)`` for one length and a vector of angles: ``[A, N]``. The angle is
     counter-clockwise from the x axis with image rows pointing down (the synthesiser's)."""
@@ -121,16 +128,14 @@ def _motion_gain(fx, fy, length: float, angle_deg) -> torch.Tensor:
 def _fit_motion(rings: _Rings) -> tuple[float, float, float]:
     """``(length, angle, misfit without motion over misfit with it)`` that best explain the
     anisotropy of the spectrum on ``rings``."""
-    fx, fy, ring, log_power, count, _ = rings
+    fx, fy, ring, log_power = rings.fx, rings.fy, rings.ring, rings.log_power
     spec = get_type("blur")
     lengths = torch.arange(0.0, spec.param("motion_length").high + 1e-9, LENGTH_STEP)
     angles = torch.arange(0.0, 180.0, ANGLE_STEP, dtype=fx.dtype)
-    per_ring = torch.bincount(ring, minlength=count).to(fx.dtype)
     misfit = torch.empty(len(lengths), len(angles), dtype=fx.dtype)
     for i, length in enumerate(lengths.tolist()):
         residual = log_power - torch.log(_motion_gain(fx, fy, length, angles) + EPS)
-        level = torch.zeros(len(angles), count, dtype=fx.dtype).index_add_(1, ring, residual)
-        misfit[i] = ((residual - (level / per_ring)[:, ring]) ** 2).sum(1)
+        misfit[i] = ((residual - _ring_means(residual, rings)[:, ring]) ** 2).sum(1)
     i, j = divmod(int(misfit.argmin()), len(angles))
     gain = float(misfit[0].min() / misfit[i, j].clamp(min=1e-30))
     return float(lengths[i]), float(angles[j]), gain
@@ -139,10 +144,9 @@ def _fit_motion(rings: _Rings) -> tuple[float, float, float]:
 def _fit_width(rings: _Rings, length: float, angle: float) -> float:
     """The Gaussian width (px) that, with the motion ``(length, angle)`` taken out, bends the
     ring levels off a power law the least-squares best."""
-    fx, fy, ring, log_power, count, n = rings
-    residual = log_power - torch.log(_motion_gain(fx, fy, length, angle)[0] + EPS)
-    per_ring = torch.bincount(ring, minlength=count).to(fx.dtype)
-    level = torch.zeros(count, dtype=fx.dtype).index_add_(0, ring, residual) / per_ring
+    fx, fy, count, n = rings.fx, rings.fy, rings.count, rings.size
+    residual = rings.log_power - torch.log(_motion_gain(fx, fy, length, angle)[0] + EPS)
+    level = _ring_means(residual, rings)
     r = (torch.arange(count, dtype=fx.dtype) + MIN_RING) / n
     widths = torch.arange(0.0, get_type("blur").param("width").high + 1e-9, WIDTH_STEP,
                           dtype=fx.dtype)

@@ -38,7 +38,8 @@ the step then sees the denoised input with the filter's residual variance, and a
 variance no smaller than the two estimates' misfit (the network errs most where there is
 noise). On training-source photos this lifted the noisy cases by 1.1 dB (predicted diagnosis)
 and 1.4 dB (true), Gaussian noise at sigma 25 from 30.1 to 32.0 dB with the true diagnosis,
-for 0.09 s per 512 x 512 image.
+for 0.09 s per 512 x 512 image. Two more passes, each piloted by the one before
+(``wiener_passes``), add about 0.6 dB (restorer/wiener.py says how they were chosen).
 
 Haze and low light act on the scene before the optics and are pointwise: the synthesiser's
 veil ``H(x) = t x + airlight (1 - t)`` (transmission ``t`` from an unknown depth map), then its
@@ -74,7 +75,7 @@ from ..reasoner.synthesis import (QUANTISATION_VARIANCE, blur_kernel, convolve_t
                                   jpeg_roundtrip, low_resolution_size, noise_variance, quantise,
                                   resize_tensor, tone_curve)
 from ..reasoner.taxonomy import TYPE_NAMES, get_type
-from .wiener import wiener_filter
+from .wiener import wiener_passes
 
 __all__ = ["SCENE_TYPES", "POINTWISE_TYPES", "LINEAR_TYPES", "ADDITIVE_TYPES",
            "PRIOR_VARIANCE", "fft_convolve", "linear_operator", "ToneCurve", "Veil",
@@ -270,7 +271,7 @@ def denoise_observation(diagnosis: Diagnosis, y: torch.Tensor, pilot: torch.Tens
     if finding is None:
         return y, None
     variance = noise_variance(finding.params, pilot.mean(1, keepdim=True)) + QUANTISATION_VARIANCE
-    denoised, residual = wiener_filter(y, pilot.clamp(0, 1), variance)
+    denoised, residual = wiener_passes(y, pilot, variance)
     return denoised, residual * WIENER_RESIDUAL
 
 

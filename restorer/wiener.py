@@ -15,11 +15,11 @@ still says where texture is. On training-source photos (never the held-out ones)
 images the all-in-one network restores to 28-30 dB come out at 32-36 dB.
 
 Then twice more (``PASSES``), each pass piloted by the estimate before it, a better pilot
-than the network (BM3D's own two steps, with a Wiener step where BM3D thresholds); the last in
-16 x 16 windows, whose finer frequency grid pays once the pilot is good. Measured on training-source photos
-(never the held-out ones; the restorer with the predicted diagnosis; means over the noisy
-single cases, the noisy mixtures and Gaussian noise at sigma 25; passes as block/stride;
-these runs took the last pass's residual variance, see ``wiener_passes``):
+than the network (BM3D's own two steps, with a Wiener step where BM3D thresholds); the last
+in 16 x 16 windows, whose finer frequency grid pays once the pilot is good. Measured on
+training-source photos (never the held-out ones; the restorer with the predicted diagnosis;
+means over the noisy single cases, the noisy mixtures and Gaussian noise at sigma 25; passes
+as block/stride; these runs took the last pass's residual variance, see ``wiener_passes``):
 
 | passes | 1 photo per source | 3 photos per source | sigma 25, 3 per source |
 |---|---:|---:|---:|
@@ -149,6 +149,8 @@ def wiener_passes(noisy: torch.Tensor, pilot: torch.Tensor, variance,
     30.49 with the first pass's, on 9 training-source photos)."""
     estimate, residual = pilot, None
     for block, stride in passes:
+        if residual is not None and min(noisy.shape[-2:]) < block:
+            continue  # the filter would hand back the noisy input: keep the estimate so far
         estimate, left = wiener_filter(noisy, estimate.clamp(0, 1), variance, stride=stride,
                                        block=block)
         residual = left if residual is None else residual

@@ -152,3 +152,15 @@ def test_a_second_pass_piloted_by_the_first_beats_the_first():
     mse = [float(((v - clean) ** 2).mean()) for v in (first, both)]
     assert mse[1] < 0.9 * mse[0]
     assert 0 < residual < 0.01
+
+
+def test_passes_whose_window_does_not_fit_keep_the_estimate_so_far():
+    # 12 px: the 8 x 8 passes run, the 16 x 16 one cannot (alone it returns the noisy input).
+    clean, g = _scene(12, 12)
+    noisy = clean + 0.1 * torch.randn(clean.shape, generator=g)
+    pilot = clean + 0.03 * torch.randn(clean.shape, generator=g)
+    out, _ = wiener.wiener_passes(noisy, pilot, 0.01)
+    fitting = tuple(p for p in wiener.PASSES if p[0] <= 12)
+    assert 0 < len(fitting) < len(wiener.PASSES)
+    torch.testing.assert_close(out, wiener.wiener_passes(noisy, pilot, 0.01, passes=fitting)[0])
+    assert float(((out - clean) ** 2).mean()) < float(((noisy - clean) ** 2).mean()) / 4

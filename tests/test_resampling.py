@@ -6,7 +6,8 @@ import torch
 from reason_restore.reasoner.diagnosis import Diagnosis, Finding
 from reason_restore.reasoner.resampling import (FOLD_LIMIT, NO_TRACE_LIMIT, TRACE_LIMIT,
                                                 bound_by_resampling, fold_coherence,
-                                                resampling_trace, upscale_factors)
+                                                likelier_factor, resampling_trace,
+                                                upscale_factors)
 from reason_restore.reasoner.synthesis import degrade
 
 from test_evidence import _photo_like, _tensor
@@ -72,6 +73,28 @@ def test_the_larger_factor_must_fit_the_detail_the_image_keeps():
     # to its Nyquist keeps more detail than 2.33 would allow.
     revised = bound_by_resampling(_degraded("low_resolution: scale=1.75"), Diagnosis())
     assert revised.finding("low_resolution").params["scale"] == pytest.approx(1.75, abs=0.03)
+
+
+@pytest.mark.parametrize("scale", [1.75, 7 / 3])
+def test_of_two_factors_on_one_frequency_the_misfit_picks_the_true_one(scale):
+    # Blurred first, the photo has too little fine detail for the detail check to rule 2.33
+    # out (it took the larger factor for every smooth image before).
+    image = _degraded(f"blur: width=1.5; low_resolution: scale={scale}")
+    assert likelier_factor(image, 7 / 3, 1.75) == pytest.approx(scale)
+    revised = bound_by_resampling(image, Diagnosis())
+    assert revised.finding("low_resolution").params["scale"] == pytest.approx(scale, abs=0.03)
+
+
+def test_a_blur_read_beside_the_analyzers_own_larger_upscaling_is_that_softness():
+    # The analyzer read the same softness twice: a blur as strong as its own low-resolution
+    # reading goes, even where the trace then finds a milder upscaling.
+    image = _degraded("blur: width=1.5; low_resolution: scale=1.75")
+    claimed = Diagnosis.from_findings([_blur(1.5), _low_res(2.5)])
+    assert claimed.finding("blur").severity > Finding.from_params(
+        "low_resolution", {"scale": 1.75}).severity
+    revised = bound_by_resampling(image, claimed)
+    assert revised.finding("low_resolution").params["scale"] == pytest.approx(1.75, abs=0.03)
+    assert revised.finding("blur") is None
 
 
 def _low_res(scale: float, source="analyzer") -> Finding:

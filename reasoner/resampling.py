@@ -17,11 +17,12 @@ own (its 8-px blocks; with 4:2:0 chroma, Pillow's default, 16-px macroblocks), a
 fold onto one frequency ``f``: ``1/f`` and ``1/(1 - f)``. ``bound_by_resampling`` keeps those
 the input's detail allows (``evidence.detail_ratio``: a too-large factor removes detail the
 image still has); where both fit, ``likelier_factor`` chooses (below). It replaces the
-analyzer's low-resolution scale with that factor, or adds the finding, and drops a blur no
-more severe than that upscaling or the analyzer's own reading of it: the analyzer's reading
-of the same softness (on training-source photos the false blurs it reported beside upscaling
-had severity 0.34-0.56 against the upscaling's 0.80-0.92, the true ones 0.78-0.98 against
-0.36-0.68). The trace cannot show a factor whose frequency sits on the block grid (2, 4,
+analyzer's low-resolution scale with that factor, or adds the finding. A blur the analyzer read
+beside it stays for the PSF fit (psf.py), which takes the measured upscaling's transfer out of
+the spectrum and drops the blur when nothing is left: the analyzer often reads an upscaling's
+softness as a blur too. (That replaced a rule here that dropped any blur no more severe than the
+upscaling, which also dropped most real ones: on training-source photos it cost 1-3 dB on every
+blur + upscaling, see psf.py.) The trace cannot show a factor whose frequency sits on the block grid (2, 4,
 1.6, 8/3 ...), and strong noise hides it; then nothing changes. (A camera's demosaicing, period
 2 px, also lands on the grid, at 1/2 cycles/px.)
 
@@ -232,7 +233,7 @@ def bound_by_resampling(image: torch.Tensor, diagnosis: Diagnosis,
                         limit: float = TRACE_LIMIT,
                         no_trace_limit: float = NO_TRACE_LIMIT) -> Diagnosis:
     """``diagnosis`` with its low-resolution finding set to the scale the input's resampling
-    trace shows (added when missing, a weaker blur dropped); the same object when the
+    trace shows (added when missing); the same object when the
     trace is weaker than ``limit``, when a user set blur or low resolution, or when no factor
     fits the input's detail (see the module docstring). With no trace at all (under
     ``no_trace_limit``; 0 turns that rule off) a low resolution becomes the blur it looks like."""
@@ -261,16 +262,9 @@ def bound_by_resampling(image: torch.Tensor, diagnosis: Diagnosis,
     confidence = max([f.confidence for f in (old, blur) if f is not None] + [0.5])
     # Measured, not guessed: the detail check leaves it alone and bounds the other findings.
     new = Finding.from_params("low_resolution", {"scale": scale}, confidence, "evidence")
-    # The analyzer reads an upscaling's softness as blur; a blur no more severe than the
-    # upscaling found is taken for that, a stronger one (a real blur as well) stays.
-    softness = blur is not None and blur.severity <= max(
-        new.severity, old.severity if old is not None else 0.0)
-    findings = [f for f in diagnosis.findings
-                if f.type != "low_resolution" and not (softness and f is blur)] + [new]
+    findings = [f for f in diagnosis.findings if f.type != "low_resolution"] + [new]
     before = (f"low resolution at scale {old.params['scale']:.2f}" if old is not None
               else "no low resolution")
-    if softness:
-        before += f" and a blur of width {blur.params['width']:.2f} px"
     return revised(diagnosis, findings, f"The image carries the periodic trace of upscaling "
                    f"({strength:.0f} times its surroundings at {frequency:.3f} cycles/px on both "
                    f"axes): it was enlarged by {scale:.2f}, so low resolution at scale "

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from reason_restore.reasoner.diagnosis import Diagnosis, Finding
+from reason_restore.reasoner.psf import measure_blur
 from reason_restore.reasoner.resampling import (FOLD_LIMIT, NO_TRACE_LIMIT, TRACE_LIMIT,
                                                 bound_by_resampling, fold_coherence,
                                                 likelier_factor, resampling_trace,
@@ -49,16 +50,18 @@ def test_both_factors_that_fold_onto_a_frequency_are_candidates():
     assert upscale_factors(0.0) == []
 
 
-def test_the_trace_sets_the_scale_and_takes_a_weaker_blur_for_the_upscaling(upscaled):
+def test_the_trace_sets_the_scale_and_the_psf_fit_takes_the_blur_for_its_softness(upscaled):
     claimed = Diagnosis.from_findings([_blur(1.0), Finding.from_params(
         "low_resolution", {"scale": 1.5}, 0.7)], observation="A test image.")
     revised = bound_by_resampling(upscaled, claimed)
     assert revised.finding("low_resolution").params["scale"] == pytest.approx(2.5, abs=0.03)
     assert revised.finding("low_resolution").source == "evidence"  # measured: the detail
-    assert revised.finding("blur") is None                         # check leaves it alone
-    text = revised.chain_of_thought()
-    assert "trace of upscaling" in text and "blur of width 1.00" in text
-    assert revised.reasoning[0].text == "A test image."
+    assert revised.finding("blur") is claimed.finding("blur")      # check leaves it alone
+    assert "trace of upscaling" in revised.chain_of_thought()
+    # With the upscaling's transfer out of the spectrum no blur is left.
+    measured = measure_blur(upscaled, revised)
+    assert measured.types == ["low_resolution"]
+    assert "no blur beyond the upscaling's softness" in measured.chain_of_thought()
 
 
 def test_a_missing_low_resolution_is_added_and_a_stronger_blur_stays(upscaled):
@@ -85,16 +88,15 @@ def test_of_two_factors_on_one_frequency_the_misfit_picks_the_true_one(scale):
     assert revised.finding("low_resolution").params["scale"] == pytest.approx(scale, abs=0.03)
 
 
-def test_a_blur_read_beside_the_analyzers_own_larger_upscaling_is_that_softness():
-    # The analyzer read the same softness twice: a blur as strong as its own low-resolution
-    # reading goes, even where the trace then finds a milder upscaling.
+def test_a_real_blur_beside_an_upscaling_stays_and_is_measured():
+    # The rule this replaced dropped any blur no more severe than the upscaling: here the
+    # analyzer's blur (severity 0.38) against its own scale 2.5 (0.50).
     image = _degraded("blur: width=1.5; low_resolution: scale=1.75")
-    claimed = Diagnosis.from_findings([_blur(1.5), _low_res(2.5)])
-    assert claimed.finding("blur").severity > Finding.from_params(
-        "low_resolution", {"scale": 1.75}).severity
-    revised = bound_by_resampling(image, claimed)
+    claimed = Diagnosis.from_findings([_blur(2.5), _low_res(2.5)])
+    revised = measure_blur(image, bound_by_resampling(image, claimed))
     assert revised.finding("low_resolution").params["scale"] == pytest.approx(1.75, abs=0.03)
-    assert revised.finding("blur") is None
+    blur = revised.finding("blur")
+    assert blur.source == "evidence" and blur.params["width"] == pytest.approx(1.5, abs=0.3)
 
 
 def _low_res(scale: float, source="analyzer") -> Finding:

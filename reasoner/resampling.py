@@ -21,8 +21,8 @@ analyzer's low-resolution scale with that factor, or adds the finding. A blur th
 beside it stays for the PSF fit (psf.py), which takes the measured upscaling's transfer out of
 the spectrum and drops the blur when nothing is left: the analyzer often reads an upscaling's
 softness as a blur too. (That replaced a rule here that dropped any blur no more severe than the
-upscaling, which also dropped most real ones: on training-source photos it cost 1-3 dB on every
-blur + upscaling, see psf.py.) The trace cannot show a factor whose frequency sits on the block grid (2, 4,
+upscaling, which also dropped most real ones: on training-source photos it cost 1.1-3.5 dB on
+every real blur beside an upscaling, see psf.py.) The trace cannot show a factor whose frequency sits on the block grid (2, 4,
 1.6, 8/3 ...), and strong noise hides it; then nothing changes. (A camera's demosaicing, period
 2 px, also lands on the grid, at 1/2 cycles/px.)
 

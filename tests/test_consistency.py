@@ -63,6 +63,56 @@ def test_refine_recovers_detail_the_operator_kept(spec):
     assert _psnr(z, _t(clean)) > _psnr(y, _t(clean)) + 1.5
 
 
+@pytest.mark.parametrize("blur", [(2.0, 0.0, 0.0), (1.0, 9.0, 0.0), (0.8, 11.0, 90.0)])
+def test_fourier_solve_is_the_converged_conjugate_gradient_solve(blur):
+    # A blur that is its own mirror image: one FFT gives what CG reaches after many iterations
+    # (and 20 do not reach), and refine takes that path.
+    torch.manual_seed(0)
+    clean = _t(_photo())
+    kernel = torch.from_numpy(synthesis.blur_kernel(*blur))
+    assert consistency._fits_fourier(kernel, clean)
+    y = consistency.fft_convolve(clean, kernel) + 0.003 * torch.randn_like(clean)
+    x_hat = clean + 0.03 * torch.randn_like(clean)
+    A = lambda x: consistency.fft_convolve(x, kernel)  # noqa: E731
+    lam = 0.01
+    exact = consistency._solve_fourier(kernel, x_hat, y, lam)
+    with torch.enable_grad():
+        converged = consistency._solve(A, x_hat, y, lam, 400)
+        early = consistency._solve(A, x_hat, y, lam, 5)
+    # Away from the border, where the mirror extension and the reflect-padded operator's
+    # adjoint differ (by up to 0.03 at the edge pixels).
+    inner = (..., slice(10, -10), slice(10, -10))
+    gap = float((exact - converged)[inner].abs().max())
+    assert gap < 3e-3
+    assert float((early - converged)[inner].abs().max()) > 5 * gap
+
+
+def test_an_oblique_motion_keeps_conjugate_gradients():
+    # Its mirror image is another PSF: the mirror extension would contradict the data.
+    y = torch.rand(1, 3, 64, 80)
+    assert consistency._fits_fourier(torch.from_numpy(synthesis.blur_kernel(1, 9, 0)), y)
+    assert not consistency._fits_fourier(torch.from_numpy(synthesis.blur_kernel(1, 15, 45)), y)
+    # A kernel wider than the image's mirror period cannot be taken out in one FFT.
+    assert not consistency._fits_fourier(torch.from_numpy(synthesis.blur_kernel(3, 0, 0)),
+                                         y[..., :6, :6])
+
+
+def test_refine_takes_the_fourier_path_for_a_lone_symmetric_blur(monkeypatch):
+    clean = _photo()
+    degraded, truth = synthesis.degrade(clean, "blur: width=1.5, motion_length=6", seed=1)
+    y = _t(synthesis.quantise(degraded))
+    calls = []
+    solve = consistency._solve_fourier
+    monkeypatch.setattr(consistency, "_solve_fourier",
+                        lambda *a: calls.append(1) or solve(*a))
+    z = consistency.refine(y.clone(), y, truth, prior_variance=1e-3)
+    assert calls and _psnr(z, _t(clean)) > _psnr(y, _t(clean)) + 1.5
+    calls.clear()
+    _, oblique = synthesis.degrade(clean, "blur: width=1, motion_length=15, motion_angle=45")
+    consistency.refine(y.clone(), y, oblique, prior_variance=1e-3)
+    assert not calls
+
+
 def test_refine_never_blows_up_under_heavy_noise():
     clean = _photo()
     degraded, truth = synthesis.degrade(clean, "blur: width=3; noise: sigma=50", seed=1)

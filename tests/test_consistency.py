@@ -66,7 +66,7 @@ def test_refine_recovers_detail_the_operator_kept(spec):
 @pytest.mark.parametrize("blur", [(2.0, 0.0, 0.0), (1.0, 9.0, 0.0), (0.8, 11.0, 90.0)])
 def test_fourier_solve_is_the_converged_conjugate_gradient_solve(blur):
     # A blur that is its own mirror image: one FFT gives what CG reaches after many iterations
-    # (and 20 do not reach), and refine takes that path.
+    # and does not reach after a few.
     torch.manual_seed(0)
     clean = _t(_photo())
     kernel = torch.from_numpy(synthesis.blur_kernel(*blur))

@@ -213,11 +213,11 @@ def fit_psf(image: torch.Tensor, white_variance: float, upscaling: float | None 
     power = welch_power(image.float())
     if power is None:
         return None
-    gain = upscaling_gain(upscaling) if upscaling and upscaling > 1.0 else None
-    rings = _rings(power, LUMA_SHARE * white_variance, gain)
+    transfer = upscaling_gain(upscaling) if upscaling and upscaling > 1.0 else None
+    rings = _rings(power, LUMA_SHARE * white_variance, transfer)
     if rings is None:
         return None
-    if gain is None:
+    if transfer is None:
         length, angle, gain = _fit_motion(rings)
         length = length if length >= 1.0 else 0.0  # the synthesiser draws no shorter segment
     else:

@@ -20,10 +20,11 @@ image still has); where both fit, ``likelier_factor`` chooses (below). It replac
 analyzer's low-resolution scale with that factor, or adds the finding. A blur the analyzer read
 beside it stays for the PSF fit (psf.py), which takes the measured upscaling's transfer out of
 the spectrum and drops the blur when nothing is left: the analyzer often reads an upscaling's
-softness as a blur too. (That replaced a rule here that dropped any blur no more severe than the
-upscaling, which also dropped most real ones: on training-source photos it cost 1.1-3.5 dB on
-every real blur beside an upscaling, see psf.py.) The trace cannot show a factor whose frequency sits on the block grid (2, 4,
-1.6, 8/3 ...), and strong noise hides it; then nothing changes. (A camera's demosaicing, period
+softness as a blur too. (That replaced a rule here that dropped any blur no more severe than
+the upscaling, which also dropped most real ones: on training-source photos it cost 1.1-3.5 dB
+on every real blur beside an upscaling, see psf.py.) The trace cannot show a factor whose
+frequency sits on the block grid (2, 4, 1.6, 8/3 ...), and strong noise hides it; then nothing
+changes. (A camera's demosaicing, period
 2 px, also lands on the grid, at 1/2 cycles/px.)
 
 Two factors on one frequency: the detail check alone took the larger wherever the image held
@@ -233,9 +234,9 @@ def bound_by_resampling(image: torch.Tensor, diagnosis: Diagnosis,
                         limit: float = TRACE_LIMIT,
                         no_trace_limit: float = NO_TRACE_LIMIT) -> Diagnosis:
     """``diagnosis`` with its low-resolution finding set to the scale the input's resampling
-    trace shows (added when missing); the same object when the
-    trace is weaker than ``limit``, when a user set blur or low resolution, or when no factor
-    fits the input's detail (see the module docstring). With no trace at all (under
+    trace shows (added when missing); the same object when the trace is weaker than ``limit``,
+    when a user set blur or low resolution, or when no factor fits the input's detail (see the
+    module docstring). With no trace at all (under
     ``no_trace_limit``; 0 turns that rule off) a low resolution becomes the blur it looks like."""
     if any(f.source == "user" and f.type in BOUNDED_TYPES for f in diagnosis.findings):
         return diagnosis

@@ -15,6 +15,7 @@ from .analyzer import (DegradationAnalyzer, combined_severity, decode, describe_
 from .diagnosis import Diagnosis
 from .evidence import bound_by_detail, bound_severities
 from .images import as_rgb_batch
+from .jpeg_lattice import bound_by_jpeg_lattice
 from .psf import measure_blur
 from .resampling import bound_by_resampling
 
@@ -23,11 +24,14 @@ DEFAULT_ANALYZER = Path(__file__).resolve().parent / "weights" / "analyzer.safet
 
 def check_evidence(image: torch.Tensor, diagnosis: Diagnosis) -> Diagnosis:
     """``diagnosis`` of ``image`` ([3, H, W] in [0, 1]) revised by what the input itself shows:
-    the trace of an upscaling sets the low-resolution scale (reasoner/resampling.py), the
-    spectrum's signature of a PSF sets the blur's parameters (reasoner/psf.py), then the fine
-    detail the input keeps bounds blur and low resolution (reasoner/evidence.py)."""
+    JPEG's quantisation lattice sets the quality (reasoner/jpeg_lattice.py; first, as the
+    checks after it weigh JPEG's error), the trace of an upscaling sets the low-resolution
+    scale (reasoner/resampling.py), the spectrum's signature of a PSF sets the blur's
+    parameters (reasoner/psf.py), then the fine detail the input keeps bounds blur and low
+    resolution (reasoner/evidence.py)."""
     image = image.float().cpu()
-    return bound_by_detail(image, measure_blur(image, bound_by_resampling(image, diagnosis)))
+    diagnosis = bound_by_resampling(image, bound_by_jpeg_lattice(image, diagnosis))
+    return bound_by_detail(image, measure_blur(image, diagnosis))
 
 
 class Reasoner:

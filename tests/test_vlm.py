@@ -311,7 +311,10 @@ def test_fused_workflow_chain_end_to_end(env, sample):
     d = valid(diagnoses[0])
     assert d.sources["findings"] == "analyzer" and not is_low_confidence(d)
     assert any("the VLM's answer was not usable" in n for n in d.notes)
-    assert all(f.source == "analyzer" for f in d.findings)
+    # The analyzer's findings, as the input's evidence revised them (sample.jpg's JPEG quality
+    # is read off its quantisation lattice): none of the VLM's.
+    assert all(f.source in ("analyzer", "evidence") for f in d.findings)
+    assert d.finding("jpeg").params["quality"] == 40 and d.finding("jpeg").source == "evidence"
     prior = run("RRBuildPriorPrompt", diagnosis=diagnoses, overrides="")[0]
     (restorer,) = run("RRLoadRestorer", model_name=RESTORER_NAME, device="cpu",
                       dtype="float32", keep_loaded=True)
@@ -386,7 +389,9 @@ def test_fusion_modes_and_semantics_fallback(llm_root, sample, monkeypatch):
     fused = FusedReasoner(analyzer, vlm, "fused")
     assert fused.diagnose(sample)[0].scene == "a street at night"
     only_vlm = FusedReasoner(None, vlm, "vlm").diagnose(sample)[0]
-    assert only_vlm.types == ["rain", "noise"] and only_vlm.sources["findings"] == "vlm"
+    # The VLM's findings, and the JPEG it missed that sample.jpg's quantisation lattice shows.
+    assert only_vlm.types == ["rain", "noise", "jpeg"] and only_vlm.sources["findings"] == "vlm"
+    assert only_vlm.finding("jpeg").source == "evidence"
     tagger = SemanticTagger(random_mobilenet())  # random weights: any tags will do
     plain = FusedReasoner(analyzer, None, "analyzer", semantics=tagger).diagnose(sample)[0]
     assert plain.sources["scene"] == plain.sources["objects"] == "classifier"

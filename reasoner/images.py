@@ -7,6 +7,7 @@ so each entry point gives the same clear message naming the input.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,15 @@ def as_rgb_batch(image, name: str = "image", channels_last: bool = False) -> tor
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name}: contains {bad} NaN/inf values; fix the upstream node")
     return x.clamp(0.0, 1.0).contiguous()
+
+
+def dct_matrix(n: int, dtype=torch.float32) -> torch.Tensor:
+    """The orthonormal n-point DCT-II matrix (its rows are the basis vectors); for n = 8, JPEG's
+    forward DCT of a block ``x`` is ``d @ x @ d.T``."""
+    k = torch.arange(n, dtype=torch.float64)
+    d = torch.cos(math.pi * (2 * k[None] + 1) * k[:, None] / (2 * n)) * math.sqrt(2 / n)
+    d[0] /= math.sqrt(2)
+    return d.to(dtype)
 
 
 def luma(image: torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,7 @@ chroma (only luma is scored).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -53,7 +54,7 @@ import torch
 
 from .diagnosis import Diagnosis, Finding
 from .evidence import DROP_BELOW, revised
-from .images import luma
+from .images import dct_matrix, luma
 from .taxonomy import get_type
 
 __all__ = ["LatticeFit", "luma_table", "measure_quality", "bound_by_jpeg_lattice"]
@@ -90,14 +91,11 @@ def luma_table(quality: int) -> torch.Tensor:
     return torch.floor((table * scale + 50) / 100).clamp(1, 255)
 
 
-def _dct_matrix() -> torch.Tensor:
-    n = torch.arange(8, dtype=torch.float64)
-    d = torch.cos((2 * n[None] + 1) * n[:, None] * math.pi / 16) * math.sqrt(2 / 8)
-    d[0] /= math.sqrt(2)
-    return d  # orthonormal DCT-II: JPEG's forward DCT on 8x8 blocks
-
-
-_TABLES = torch.stack([luma_table(q) for q in QUALITIES])[:, 1:].float()  # AC only
+@functools.cache
+def _ac_tables() -> torch.Tensor:
+    """[len(QUALITIES), 63]: every candidate's table without DC (built on first use, not when
+    the reasoner is imported)."""
+    return torch.stack([luma_table(q) for q in QUALITIES])[:, 1:].float()
 
 
 def _ac_coefficients(image: torch.Tensor) -> torch.Tensor:
@@ -106,12 +104,12 @@ def _ac_coefficients(image: torch.Tensor) -> torch.Tensor:
     h, w = (min(s, REGION) // 8 * 8 for s in image.shape[-2:])
     # A centre region on the grid: 8-bit levels, exact in float32.
     y0, x0 = ((s - n) // 16 * 8 for s, n in zip(image.shape[-2:], (h, w)))
-    levels = torch.round(image[:, y0:y0 + h, x0:x0 + w].float().clamp(0, 1) * 255).double()
+    levels = torch.round(image[:, y0:y0 + h, x0:x0 + w].clamp(0, 1) * 255).double()
     clipped = ((levels == 0) | (levels == 255)).any(0).double()
     clipped = clipped.reshape(h // 8, 8, w // 8, 8).mean((1, 3)).reshape(-1)
     y = luma(levels) - 128
     blocks = y.reshape(h // 8, 8, w // 8, 8).transpose(1, 2).reshape(-1, 8, 8)
-    d = _dct_matrix()
+    d = dct_matrix(8, torch.float64)
     c = (d @ blocks[clipped <= MAX_CLIPPED] @ d.T).reshape(-1, 64)[:, 1:]
     energy = (c * c).sum(1)
     return c[torch.argsort(energy, descending=True)[:BLOCKS]].float()
@@ -127,7 +125,7 @@ def measure_quality(image: torch.Tensor) -> LatticeFit | None:
         return None
     c = _ac_coefficients(image.float().cpu())
     best = None
-    for quality, table in zip(QUALITIES, _TABLES):
+    for quality, table in zip(QUALITIES, _ac_tables()):
         kept = c.abs() >= table / 2  # what this table would not have quantised to 0
         score = float(torch.where(kept, torch.cos(c * (2 * math.pi / table)), 0.0).sum())
         if best is None or score > best[0]:

@@ -42,6 +42,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..reasoner.images import dct_matrix as _dct_matrix
+
 __all__ = ["BLOCK", "STRIDE", "PASSES", "wiener_filter", "wiener_passes"]
 
 BLOCK = 8
@@ -57,14 +59,6 @@ _OPPONENT = torch.tensor([
     [1 / math.sqrt(2), 0.0, -1 / math.sqrt(2)],
     [1 / math.sqrt(6), -2 / math.sqrt(6), 1 / math.sqrt(6)],
 ])
-
-
-def _dct_matrix(n: int) -> torch.Tensor:
-    """The orthonormal n-point DCT-II matrix (its rows are the basis vectors)."""
-    k = torch.arange(n, dtype=torch.float64)
-    d = torch.cos(math.pi * (2 * k[None] + 1) * k[:, None] / (2 * n)) * math.sqrt(2 / n)
-    d[0] /= math.sqrt(2)
-    return d.float()
 
 
 def _separable(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

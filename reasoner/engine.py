@@ -14,6 +14,7 @@ from .analyzer import (DegradationAnalyzer, combined_severity, decode, describe_
                        load_analyzer, make_crops, residual_severity)
 from .diagnosis import Diagnosis
 from .evidence import bound_by_detail, bound_severities
+from .exposure import bound_by_exposure
 from .images import as_rgb_batch
 from .jpeg_lattice import bound_by_jpeg_lattice
 from .psf import measure_blur
@@ -28,10 +29,11 @@ def check_evidence(image: torch.Tensor, diagnosis: Diagnosis) -> Diagnosis:
     checks after it weigh JPEG's error), the trace of an upscaling sets the low-resolution
     scale (reasoner/resampling.py), the spectrum's signature of a PSF sets the blur's
     parameters (reasoner/psf.py), then the fine detail the input keeps bounds blur and low
-    resolution (reasoner/evidence.py)."""
+    resolution (reasoner/evidence.py), and the brightest level it records bounds a low light's
+    exposure from below (reasoner/exposure.py)."""
     image = image.float().cpu()
     diagnosis = bound_by_resampling(image, bound_by_jpeg_lattice(image, diagnosis))
-    return bound_by_detail(image, measure_blur(image, diagnosis))
+    return bound_by_exposure(image, bound_by_detail(image, measure_blur(image, diagnosis)))
 
 
 class Reasoner:

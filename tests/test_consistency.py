@@ -285,3 +285,13 @@ def test_with_jpeg_alone_the_filter_takes_its_error_out():
     pilot = (c + 0.01 * torch.randn(c.shape, generator=torch.Generator().manual_seed(0)))
     out, left = consistency.denoise_observation(truth, y, pilot.clamp(0, 1))
     assert _psnr(out, c) > _psnr(y, c) + 0.5 and left > 0  # 29.6 -> 30.5 dB here
+
+
+def test_the_veil_never_turns_a_pixel_negative():
+    # A guess with twice the clean image's contrast halves the fitted transmission; under the
+    # floor the inverse would push the darkest pixels below 0.
+    clean = _photo(96, 128)
+    degraded, truth = synthesis.degrade(clean, "haze: beta=2, airlight=0.85", seed=5)
+    overdone = 0.85 + 2.0 * (_t(clean) - 0.85)
+    veil = consistency.Veil(truth.finding("haze"), _t(degraded), overdone, radius=2)
+    assert float(veil.inverse(_t(degraded)).min()) > -1e-4  # -0.48 without the floor

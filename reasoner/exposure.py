@@ -12,9 +12,10 @@ photos (on the training sources, a mild low light of exposure 0.89 read as 0.67-
 
 ``w`` is the 99.9th percentile of the brightest colour channel after a 3x3 box mean, less
 three standard deviations of the diagnosed sensor noise left after that mean (noise, added
-after the curve, would otherwise lift the bright tail above ``exposure``; blur after it only lowers
-that tail, and JPEG's ringing at quality 30 lifted it by under 0.01 in tests/test_exposure.py). Everything a diagnosis places before the
-curve (a veil, rain) stays in [0, 1] and so under it too.
+after the curve, would otherwise lift the bright tail above ``exposure``; blur after it only
+lowers that tail, and JPEG's ringing at quality 30 lifted it by under 0.01 in
+tests/test_exposure.py). Everything a diagnosis places before the curve (a veil, rain) stays in
+[0, 1] and so under it too.
 
 Chosen on training-source photos (4 per source, the benchmark's three low-light levels and
 up to three random curves each, 57 images the analyzer found low light in; inverting the

@@ -49,11 +49,11 @@ step runs in ``u = P(x)``: the prior becomes ``u ~ P(x_hat)`` with the linearise
 ``tau^2 * P'(x_hat)^2`` per pixel, the same solve finds ``u`` (with per-pixel weights), and
 ``z = P^-1(u)``. The tone curve is the diagnosis's; the transmission is fitted locally: in each
 window, the ``t`` that best maps the network output onto the (curve-inverted) input at the
-diagnosed airlight. It is held above the floor under which the window's darkest pixel would
-come out negative (``VEIL_FLOOR_WINDOW``). So the network supplies the veil's depth, the input supplies the scene
-detail behind it. Where the input is clean enough (8-bit rounding only) this is close to the
-exact inverse; under heavy noise, where ``P^-1`` amplifies it (in the shadows, behind a thick
-veil), it stays with the network. Rain (unknown streak layout) skips the step.
+diagnosed airlight, held above the floor under which a small window's darkest pixel would
+come out negative (``VEIL_FLOOR_WINDOW``). So the network supplies the veil's depth, the input
+supplies the scene detail behind it. Where the input is clean enough (8-bit rounding only) this
+is close to the exact inverse; under heavy noise, where ``P^-1`` amplifies it (in the shadows,
+behind a thick veil), it stays with the network. Rain (unknown streak layout) skips the step.
 
 On training-source photos (``python benchmarks/consistency.py``) the low-light step lifts the
 true-diagnosis PSNR from 28-30 dB to 49-58 dB, and the veil fit lifts haze by 1-3 dB; it

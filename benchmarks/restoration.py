@@ -331,6 +331,7 @@ def speed_table(rows: list[Row]) -> list[str]:
 
 
 def ablation_table(rows: list[Row], models: dict[str, Path]) -> list[str]:
+    from reason_restore.tools.data import sha256_file
     out = ["| restorer | file | mean PSNR (predicted diag.) | mean SSIM | mean residual "
            "severity | PSNR mild | PSNR moderate | PSNR severe | PSNR mixtures |",
            "|---|---|---|---|---|---|---|---|---|"]
@@ -341,7 +342,10 @@ def ablation_table(rows: list[Row], models: dict[str, Path]) -> list[str]:
             vals = [r.scores[key].mean(metric) for r in rows
                     if level is None or r.case.level == level]
             return statistics.fmean(vals) if vals else math.nan
-        out.append(f"| {name} | `{path}` | {_f(mean('psnr'))} | {_f(mean('ssim'), 3)} | "
+        # Name and hash, not the path: ablation weights live outside the repository (a cache
+        # folder of whoever ran it), and the hash is what ties a row to a training record.
+        out.append(f"| {name} | `{Path(path).name}` (sha256 {sha256_file(path)[:12]}) | "
+                   f"{_f(mean('psnr'))} | {_f(mean('ssim'), 3)} | "
                    f"{_f(mean('severity'), 3)} | {_f(mean('psnr', 'mild'))} | "
                    f"{_f(mean('psnr', 'moderate'))} | {_f(mean('psnr', 'severe'))} | "
                    f"{_f(mean('psnr', 'mixture'))} |")

@@ -258,6 +258,10 @@ def test_main_writes_the_table(fake_cache, tmp_path, capsys):
     main_line = next(l for l in text.splitlines() if l.startswith("| main |"))
     again_line = next(l for l in text.splitlines() if l.startswith("| again |"))
     assert main_line.split("|")[3:] == again_line.split("|")[3:]
+    # the file cell names the weights by file name and hash, not by a machine's path
+    from reason_restore.tools.data import sha256_file
+    cell = f"`restorer.safetensors` (sha256 {sha256_file(restorer)[:12]})"
+    assert main_line.split("|")[2].strip() == again_line.split("|")[2].strip() == cell
     from PIL import Image
     with Image.open(fig) as im:  # one moderate row (jpeg): 4 tiles of 64 px
         assert im.format == "JPEG" and im.size == (4 * 64, 64)

@@ -295,3 +295,45 @@ def test_the_veil_never_turns_a_pixel_negative():
     overdone = 0.85 + 2.0 * (_t(clean) - 0.85)
     veil = consistency.Veil(truth.finding("haze"), _t(degraded), overdone, radius=2)
     assert float(veil.inverse(_t(degraded)).min()) > -1e-4  # -0.48 without the floor
+
+
+@pytest.mark.parametrize("spec", ["noise: sigma=25", "noise: sigma=10, shot=10"])
+def test_later_rounds_are_piloted_by_the_round_before(spec, monkeypatch):
+    clean = _photo(96, 128)
+    degraded, truth = synthesis.degrade(clean, spec, seed=4)
+    y, c = _t(synthesis.quantise(degraded)), _t(clean)
+    x_hat = _rough_guess(c)
+    rounds = consistency.LATER_ROUNDS
+    assert rounds
+    # What each round returns, from refine cut short after it.
+    results = []
+    for n in range(len(rounds) + 1):
+        monkeypatch.setattr(consistency, "LATER_ROUNDS", rounds[:n])
+        results.append(consistency.refine(x_hat, y, truth))
+    monkeypatch.setattr(consistency, "LATER_ROUNDS", rounds)
+    pilots = []
+    real = consistency.denoise_observation
+    monkeypatch.setattr(consistency, "denoise_observation",
+                        lambda d, y, pilot, passes: pilots.append((pilot, passes))
+                        or real(d, y, pilot, passes))
+    out = consistency.refine(x_hat, y, truth)
+    assert torch.equal(out, results[-1])
+    assert [p for _, p in pilots] == [consistency.PASSES] + [(r,) for r in rounds]
+    assert torch.equal(pilots[0][0], x_hat)  # noise alone: A is the identity
+    for (pilot, _), before in zip(pilots[1:], results):
+        torch.testing.assert_close(pilot, before)
+    assert _psnr(out, c) > _psnr(x_hat, c) + 1.0
+
+
+@pytest.mark.parametrize("spec", ["jpeg: quality=30", "blur: width=1.5",
+                                  "haze: beta=1.0, airlight=0.85; noise: sigma=15",
+                                  "low_light: exposure=0.5, gamma=1.5; noise: sigma=12"])
+def test_no_later_rounds_without_noise_or_under_a_pointwise_map(spec, monkeypatch):
+    # JPEG alone and the pointwise maps lost PSNR with them on training-source photos.
+    clean = _photo(96, 128)
+    degraded, truth = synthesis.degrade(clean, spec, seed=4)
+    y, c = _t(synthesis.quantise(degraded)), _t(clean)
+    x_hat = _rough_guess(c)
+    with_rounds = consistency.refine(x_hat, y, truth)
+    monkeypatch.setattr(consistency, "LATER_ROUNDS", ())
+    assert torch.equal(with_rounds, consistency.refine(x_hat, y, truth))

@@ -41,6 +41,11 @@ noise). On training-source photos this lifted the noisy cases by 1.1 dB (predict
 and 1.4 dB (true), Gaussian noise at sigma 25 from 30.1 to 32.0 dB with the true diagnosis,
 for 0.09 s per 512 x 512 image. Two more passes, each piloted by the one before
 (``wiener_passes``), add about 0.6 dB (restorer/wiener.py says how they were chosen).
+Running the whole step twice more (a 16 x 16 pass each time, piloted by the step's result, the
+network output kept as the prior mean; commit e7f7524, reverted) was tried: on training-source
+photos (42 noisy images) +0.15 dB with no image lower, sigma 25 31.30 -> 31.52 dB; on the
+held-out photos (natural scenes: less of the wallpapers' large smooth areas) the eight noisy
+rows moved by -0.16 to +0.04 dB (sigma 25 32.26 -> 32.24), 20 of 32 images lower.
 
 Haze and low light act on the scene before the optics and are pointwise: the synthesiser's
 veil ``H(x) = t x + airlight (1 - t)`` (transmission ``t`` from an unknown depth map), then its
@@ -77,11 +82,11 @@ from ..reasoner.synthesis import (QUANTISATION_VARIANCE, blur_kernel, convolve_t
                                   jpeg_roundtrip, low_resolution_size, noise_variance, quantise,
                                   resize_tensor, tone_curve)
 from ..reasoner.taxonomy import TYPE_NAMES, get_type
-from .wiener import PASSES, wiener_passes
+from .wiener import wiener_passes
 
 __all__ = ["SCENE_TYPES", "POINTWISE_TYPES", "LINEAR_TYPES", "ADDITIVE_TYPES",
            "PRIOR_VARIANCE", "fft_convolve", "linear_operator", "ToneCurve", "Veil",
-           "SceneMap", "error_variance", "denoise_observation", "refine", "LATER_ROUNDS"]
+           "SceneMap", "error_variance", "denoise_observation", "refine"]
 
 SCENE_TYPES = ("rain",)                           # unknown streak layout: no data step
 POINTWISE_TYPES = ("haze", "low_light")           # before the optics, invertible per pixel: P
@@ -112,25 +117,6 @@ MIN_TRANSMISSION = 0.05  # exp(-3): the taxonomy's thickest veil at the farthest
 # 24.89 and no image lower by more than 0.002 dB; 31 px 22.68 / 24.94 with one image -0.18; 61 px
 # 22.81 / 24.85 with 8 of 36 lower, down to -1.3 (there t is no longer constant).
 VEIL_FLOOR_WINDOW = 15
-# With noise diagnosed (and no pointwise map), the whole step (filter, then solve) runs again
-# once per entry, its filter one pass of this (block, stride), piloted by the round before's
-# result; the network output stays the prior mean. That result blends the filtered input with
-# the network, so it pilots better than the filter's own estimate, which is all the passes
-# within a round see (BM3D's second step, piloted by its first). Training-source photos (2 per
-# source; noise mild / moderate / severe, noise + JPEG, blur + noise, low resolution + noise +
-# JPEG, Gaussian sigma 25; predicted diagnosis), mean PSNR / sigma 25's: no later round 30.36 /
-# 31.30 dB; two (shipped) 30.51 / 31.52, no image lower; with the round before's result as the
-# prior mean too 30.47 / 31.48 (and on guesses made of the clean image plus white noise, or
-# blurred, it lost 0.1-1.9 dB against none, the shipped rounds -0.8 to +0.2: the network's error
-# is not of that kind). 20 random mixtures with noise: 25.77 -> 25.87, none lower by more than
-# 0.01. Left out (measured with that prior mean): JPEG alone (-0.08 to -0.12 dB on its three
-# levels), low light (-0.7 and -1.0 on the two low light + noise photos where it was found),
-# haze (18 random haze + noise: -0.14 mean, down to -0.8; the veil is re-fitted each round). A
-# round costs about 0.06 s per 512 x 512 image on one CPU thread where the solve is a blend
-# (noise alone), more where it repeats a deconvolution (blur + noise: 1.07 -> 1.30 s in all).
-# Block matching (BM3D's grouping, 32 blocks from a 31 x 31 search) as the second round gained
-# 0.3 dB more than these passes but took 12 s.
-LATER_ROUNDS = ((16, 8), (16, 8))
 # The Wiener filter's error estimate (mean gain x noise variance) is scaled by this before it
 # weighs the denoised input against the restoration: 0.3 beat 0 and 1 on training-source
 # photos (mean over the noisy cases, predicted and true diagnosis).
@@ -313,13 +299,13 @@ def error_variance(diagnosis: Diagnosis, y: torch.Tensor, x_hat: torch.Tensor,
     return var
 
 
-def denoise_observation(diagnosis: Diagnosis, y: torch.Tensor, pilot: torch.Tensor,
-                        passes=PASSES) -> tuple[torch.Tensor, float | None]:
+def denoise_observation(diagnosis: Diagnosis, y: torch.Tensor, pilot: torch.Tensor
+                        ) -> tuple[torch.Tensor, float | None]:
     """The input without its diagnosed sensor noise (or, without noise, its JPEG error: see
     ``JPEG_AS_NOISE``), and the variance left of it: a Wiener filter (restorer/wiener.py)
     guided by ``pilot``, the restoration degraded again by everything the diagnosis places
     before the noise (what the camera recorded before its noise, as far as the network
-    knows), ``passes`` as in ``wiener_passes``. ``(y, None)`` with neither finding."""
+    knows). ``(y, None)`` with neither finding."""
     noise, jpeg = diagnosis.finding("noise"), diagnosis.finding("jpeg")
     if noise is not None:
         variance = noise_variance(noise.params, pilot.mean(1, keepdim=True))
@@ -328,7 +314,7 @@ def denoise_observation(diagnosis: Diagnosis, y: torch.Tensor, pilot: torch.Tens
     else:
         return y, None
     variance = variance + QUANTISATION_VARIANCE
-    denoised, residual = wiener_passes(y, pilot, variance, passes)
+    denoised, residual = wiener_passes(y, pilot, variance)
     return denoised, residual * WIENER_RESIDUAL
 
 
@@ -340,8 +326,7 @@ def refine(x_hat: torch.Tensor, y: torch.Tensor, diagnosis: Diagnosis | None,
     unchanged without a diagnosis, with an empty one, or with rain in it. ``iterations``: of
     conjugate gradients, where the solve needs them (not for a lone blur that
     ``_fits_fourier`` admits, under one weight). ``denoise``: with a noise (or JPEG) finding,
-    first take it out of ``y`` by the pilot-guided Wiener filter, then again in each of
-    ``LATER_ROUNDS``."""
+    first take it out of ``y`` by the pilot-guided Wiener filter."""
     if x_hat.shape != y.shape:
         raise ValueError(f"y: expected the shape of the restoration {tuple(x_hat.shape)}, "
                          f"got {tuple(y.shape)}")
@@ -349,21 +334,6 @@ def refine(x_hat: torch.Tensor, y: torch.Tensor, diagnosis: Diagnosis | None,
         return x_hat
     if any(f.type in SCENE_TYPES for f in diagnosis.findings):
         return x_hat
-    z = _refine_round(x_hat, y, diagnosis, prior_variance, iterations, denoise, PASSES)
-    if (denoise and diagnosis.finding("noise") is not None
-            and not any(f.type in POINTWISE_TYPES for f in diagnosis.findings)):
-        for block_stride in LATER_ROUNDS:
-            z = _refine_round(x_hat, y, diagnosis, prior_variance, iterations, denoise,
-                              (block_stride,), guide=z)
-    return z
-
-
-def _refine_round(x_hat: torch.Tensor, y: torch.Tensor, diagnosis: Diagnosis,
-                  prior_variance: float, iterations: int, denoise: bool, passes, guide=None
-                  ) -> torch.Tensor:
-    """One round of :func:`refine`, its filter ``passes`` as in ``wiener_passes``, piloted by
-    ``guide`` (a better estimate than ``x_hat``, which stays the prior mean) where given. The
-    guide goes through ``A`` only: later rounds never run under a pointwise map."""
     dtype = x_hat.dtype
     x_hat, y = x_hat.float(), y.float()
     linear = [f for f in diagnosis.findings if f.type in LINEAR_TYPES]
@@ -379,8 +349,7 @@ def _refine_round(x_hat: torch.Tensor, y: torch.Tensor, diagnosis: Diagnosis,
         left = None
         if denoise and any(diagnosis.finding(t) is not None for t in ("noise", "jpeg")):
             pilot = A(u_hat)  # only here: with blur or resolution it is a full convolution
-            guided = pilot if guide is None else A(guide.float())
-            y, left = denoise_observation(diagnosis, y, guided, passes)
+            y, left = denoise_observation(diagnosis, y, pilot)
             # Noise is where the network errs most (28-30 dB against the 35 dB tau^2 assumes):
             # the misfit of the two estimates of the noise-free input bounds its error.
             prior_variance = max(prior_variance, float(((y - pilot) ** 2).mean()))

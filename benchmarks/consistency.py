@@ -6,7 +6,8 @@ sweep that chose its prior variance tau^2. One command, markdown out:
 
 ``--split train`` (the default) takes ``--photos`` photos from *each training source* (centre
 512 crops): tau^2 is chosen there, so the held-out photos of benchmarks/restoration.py never
-see the choice. ``--split val`` runs the same table on the held-out source, for the record.
+see the choice. ``--split natural`` runs it on scikit-image's natural photos (in neither set;
+see ``heldout.NATURAL``), ``--split val`` on the held-out source, for the record.
 Cases: the benchmark's levels and mixtures of the types the step models (haze's veil, low
 light's tone curve, blur, low resolution, noise, JPEG); rain skips the step by design. Per case:
 the input, the network alone, and the network followed by the data step at each tau^2, with the
@@ -38,7 +39,7 @@ MODELLED_TYPES = set(consistency.POINTWISE_TYPES + consistency.LINEAR_TYPES
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--split", choices=("train", "val"), default="train")
+    ap.add_argument("--split", choices=("train", "natural", "val"), default="train")
     ap.add_argument("--photos", type=int, default=2, help="photos per source (default 2)")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--variances", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3, 3e-3])

@@ -120,8 +120,8 @@ def _centre_crop(a: np.ndarray, size: int) -> np.ndarray:
 # Natural photos that ship inside scikit-image (a [bench] dependency), in neither our training
 # nor our held-out set. The training sources are desktop wallpapers, with more large smooth
 # areas than natural scenes have, and a classical step chosen on them alone can fail on natural
-# photos: the later noise rounds tried in restorer/consistency.py gained 0.15 dB on the
-# wallpapers, 0.03 dB on these, and lost on the held-out photos. Check a choice here as well.
+# photos (the later noise rounds in restorer/consistency.py's docstring did: the numbers are
+# there). Check a choice here as well.
 # They are small (300-512 px) and not pristine: rocket, at dusk, reads as a moderate low light
 # when clean, and none is known to be free of earlier compression.
 NATURAL = ("astronaut", "coffee", "chelsea", "rocket")

@@ -39,20 +39,9 @@ MODELLED_TYPES = set(consistency.POINTWISE_TYPES + consistency.LINEAR_TYPES
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--split", choices=("train", "natural", "val"), default="train")
-    ap.add_argument("--photos", type=int, default=2, help="photos per source (default 2)")
-    ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--variances", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3, 3e-3])
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    args = ap.parse_args(argv)
-
+    args, reasoner, restorer, photos, sources = heldout.selection_setup(ap, argv, DEFAULT_OUT)
     import torch
-    torch.set_num_threads(1)
-    from reason_restore.reasoner.engine import load_reasoner
-    from reason_restore.restorer.engine import load_default_restorer
-    reasoner = load_reasoner(semantics=False)
-    restorer = load_default_restorer()
-    photos, sources = heldout.split_photos(args.split, args.photos, args.size)
     cases = [c for c in heldout.all_cases() if set(c.types) <= MODELLED_TYPES]
     columns = ["input", "network"] + [f"tau2={v:g}" for v in args.variances]
     table: dict[str, dict[str, list[float]]] = {}

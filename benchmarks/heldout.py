@@ -148,6 +148,24 @@ def split_photos(split: str, n: int, size: int) -> tuple[list[np.ndarray], list[
     return out, sources
 
 
+def selection_setup(ap, argv, default_out: Path):
+    """For a benchmark that chooses settings on the training photos: adds ``--split``,
+    ``--photos``, ``--size`` and ``--out`` to the parser ``ap`` and parses ``argv``; loads the
+    shipped reasoner (evidence checks on) and restorer on one CPU thread and the photos.
+    Returns (args, reasoner, restorer, photos, sources)."""
+    ap.add_argument("--split", choices=("train", "natural", "val"), default="train")
+    ap.add_argument("--photos", type=int, default=2, help="photos per source (default 2)")
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--out", type=Path, default=default_out)
+    args = ap.parse_args(argv)
+    import torch
+    torch.set_num_threads(1)
+    from reason_restore.reasoner.engine import load_reasoner
+    from reason_restore.restorer.engine import load_default_restorer
+    photos, sources = split_photos(args.split, args.photos, args.size)
+    return args, load_reasoner(semantics=False), load_default_restorer(), photos, sources
+
+
 def raw_reasoner_and_restorer():
     """The shipped analyzer with its evidence checks off (benchmarks of those checks apply them
     themselves, one way and another) and the shipped restorer, on one CPU thread."""

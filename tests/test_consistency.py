@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from reason_restore.reasoner import synthesis
-from reason_restore.reasoner.diagnosis import Diagnosis
+from reason_restore.reasoner.diagnosis import Diagnosis, Finding
 from reason_restore.restorer import consistency
 
 
@@ -295,3 +295,59 @@ def test_the_veil_never_turns_a_pixel_negative():
     overdone = 0.85 + 2.0 * (_t(clean) - 0.85)
     veil = consistency.Veil(truth.finding("haze"), _t(degraded), overdone, radius=2)
     assert float(veil.inverse(_t(degraded)).min()) > -1e-4  # -0.48 without the floor
+
+
+def _thick_veil(airlight=0.75, t_far=0.05, t_near=0.5):
+    # A veil far thicker at the top than at the bottom over a textured scene.
+    clean = _t(_photo(96, 128))
+    t = torch.linspace(t_far, t_near, 96).view(1, 1, 96, 1).expand(1, 1, 96, 128)
+    return clean, clean * t + airlight * (1 - t)
+
+
+def test_thick_airlight_reads_the_airlight_where_the_veil_is_thick():
+    clean, veiled = _thick_veil(airlight=0.75)
+    read = consistency.thick_airlight(veiled, clean, radius=4)
+    assert read is not None and abs(read - 0.75) < 0.01
+    # A guess that left part of the veil, with the same airlight, reads the same.
+    left = 0.6 * clean + 0.75 * 0.4
+    assert abs(consistency.thick_airlight(veiled, left, radius=4) - 0.75) < 0.01
+
+
+def test_thick_airlight_leaves_a_thin_veil_to_the_diagnosis():
+    clean, veiled = _thick_veil(t_far=0.7, t_near=0.9)
+    assert consistency.thick_airlight(veiled, clean, radius=4) is None
+
+
+def test_the_veil_rereads_an_analyzers_airlight_but_keeps_a_users():
+    clean, veiled = _thick_veil(airlight=0.75)
+    params = {"beta": 3.0, "airlight": 0.9}
+    analyzer = Finding.from_params("haze", params, confidence=0.7)
+    user = Finding.from_params("haze", params, 1.0, "user")
+    assert abs(consistency.Veil(analyzer, veiled, clean, radius=4).airlight - 0.75) < 0.01
+    assert consistency.Veil(user, veiled, clean, radius=4).airlight == 0.9
+
+
+def test_depth_stretch_deepens_the_fitted_veil_above_its_floor():
+    clean = _photo(96, 128)
+    degraded, truth = synthesis.degrade(clean, "haze: beta=2, airlight=0.85", seed=5)
+    left = 0.85 + 0.7 * (_t(clean) - 0.85)  # the guess kept part of the veil
+    finding = truth.finding("haze")
+    plain = consistency.Veil(finding, _t(degraded), left, radius=2)
+    deeper = consistency.Veil(finding, _t(degraded), left, radius=2, depth_stretch=1.2)
+    expected = torch.maximum(plain.t ** 1.2, plain.floor).clamp(consistency.MIN_TRANSMISSION, 1)
+    torch.testing.assert_close(deeper.t, expected)
+    assert float((deeper.t - plain.t).min()) < -0.02  # somewhere deeper, never above the fit
+    assert float((deeper.t - plain.t).max()) <= 1e-6
+    # Here the guess left veil: the stretched fit is the better inverse.
+    c = _t(clean)
+    assert _psnr(deeper.inverse(_t(degraded)), c) > _psnr(plain.inverse(_t(degraded)), c) + 1
+
+
+def test_only_the_shipped_restorer_carries_the_veil_calibration(tmp_path):
+    import shutil
+    from reason_restore.restorer import engine
+    shipped = engine.load_default_restorer()
+    assert shipped.model.veil_depth_stretch == engine.SHIPPED_VEIL_DEPTH_STRETCH
+    copy = tmp_path / "mine.safetensors"
+    shutil.copy(engine.DEFAULT_RESTORER, copy)
+    assert not hasattr(engine.load_default_restorer(copy).model, "veil_depth_stretch")

@@ -139,7 +139,7 @@ def main(argv=None) -> int:
             # The raw fit's optical depth against the truth (true diagnosis), at the 99th
             # percentile of the pixels whose clean value is off the airlight.
             with reread(False):
-                fit = consistency.Veil(truth.finding("haze"), x, nets["true"].clamp(0, 1)).t
+                fit = consistency.Veil.fit(truth.finding("haze"), x, nets["true"].clamp(0, 1)).t
             t = true_transmission(clean, veiled, airlight)
             off = np.abs(clean.mean(2) - airlight) > 0.15
             d_fit = np.quantile(-np.log(fit[0, 0].numpy()[off]), 0.99)

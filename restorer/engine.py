@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from ..reasoner.diagnosis import Diagnosis, Finding
 from ..reasoner.images import as_rgb_batch
 from ..reasoner.taxonomy import get_type
-from .consistency import refine
+from .consistency import Veil, refine, scene_veil
 from .content import semantic_phrases, semantic_tokens
 from .network import PriorRestorer, load_restorer
 from .prior import encode_prior_batch
@@ -136,10 +137,11 @@ class Restorer:
         """Restore ``images`` [B, 3, H, W] conditioned on one diagnosis per image (None =
         blind). An image whose diagnosis found nothing is returned as it is (after any
         upscale). ``upscale`` > 1 enlarges by that factor first; ``strength`` < 1 blends the
-        result with the input. ``consistency`` runs the data-consistency step on each tile
-        (restorer/consistency.py: the diagnosed veil, tone curve, blur, resolution, noise and
-        JPEG pull the result back to what the input supports). Large images run in
-        overlapping tiles."""
+        result with the input. ``consistency`` runs the data-consistency step after the
+        network (restorer/consistency.py: the diagnosed veil, tone curve, blur, resolution,
+        noise and JPEG pull the result back to what the input supports). Large images run in
+        overlapping tiles: the network over all of them, then the step over all of them, with
+        the veil fitted once on the whole image."""
         images, diagnoses = check_restore_inputs(images, diagnoses, upscale, strength)
         b = images.shape[0]
         if reference is not None:
@@ -157,35 +159,53 @@ class Restorer:
         passes = 2 if uses_reference else 1
         h, w = images.shape[-2:]
         outs, self.last_reference_trust = [], []
+        # Per image: one tiled network pass per use of the reference, each followed by a
+        # tiled pass of the data step (the PSFs, <= 45 px, fit in the tiles' overlap).
+        stages = passes * (2 if consistency else 1)
+        stretch = getattr(model, "veil_depth_stretch", 1.0)
         for i in range(b):
             if diagnoses[i] is not None and not diagnoses[i].findings:
                 # Reason first: a diagnosis that found nothing means nothing to undo, and the
                 # network is not the identity on a clean photo (about -3 dB on held-out ones).
                 outs.append(images[i:i + 1])
                 if progress:
-                    progress((i + 1) * passes, b * passes)
+                    progress((i + 1) * stages, b * stages)
                 continue
-            prior = encode_prior_batch([diagnoses[i]], self.device, self.dtype)
-            tokens, mask = self._semantic_tokens(diagnoses[i])
+            diagnosis = diagnoses[i]
+            prior = encode_prior_batch([diagnosis], self.device, self.dtype)
+            tokens, mask = self._semantic_tokens(diagnosis)
 
-            def run(tile_in, prior=prior, tokens=tokens, mask=mask, diagnosis=diagnoses[i]):
+            def network(tile_in, prior=prior, tokens=tokens, mask=mask):
                 tile_in = tile_in.to(self.device, self.dtype,
                                      memory_format=torch.channels_last)
                 ref_tile = tile_in[:, 3:] if tile_in.shape[1] == 6 else None
-                out = model(tile_in[:, :3], prior, text_tokens=tokens, text_mask=mask,
-                            reference=ref_tile).float()
-                if consistency:
-                    # Per tile: the PSFs (<= 45 px) fit in the tiles' overlap.
-                    out = refine(out, tile_in[:, :3], diagnosis,
-                                 depth_stretch=getattr(model, "veil_depth_stretch", 1.0))
-                return out.cpu()
+                return model(tile_in[:, :3], prior, text_tokens=tokens, text_mask=mask,
+                             reference=ref_tile).float()
 
-            def apply(x, k, i=i):
+            def data_step(tile_in, diagnosis=diagnosis, airlight=None):
+                tile_in = tile_in.to(self.device, torch.float32)
+                veil = None if airlight is None else Veil(airlight, tile_in[:, 6:7])
+                return refine(tile_in[:, :3], tile_in[:, 3:6], diagnosis,
+                              depth_stretch=stretch, veil=veil)
+
+            def tiled(fn, x, stage, i=i):
                 def tile_progress(done, n):
                     if progress:
-                        progress((i * passes + k) * n + done, b * passes * n)
-                return tiled_apply(run, x, tile=tile, overlap=overlap, progress=tile_progress,
-                                   check_interrupt=check_interrupt).clamp(0, 1)
+                        progress((i * stages + stage) * n + done, b * stages * n)
+                return tiled_apply(fn, x, tile=tile, overlap=overlap, progress=tile_progress,
+                                   check_interrupt=check_interrupt)
+
+            def apply(x, k, image=images[i:i + 1], diagnosis=diagnosis):
+                out = tiled(network, x, k * stages // passes)
+                if not consistency:
+                    return out.clamp(0, 1)
+                # The veil is fitted on the whole image and handed to the tiles as a channel,
+                # so every tile undoes the same veil, whatever the tile size.
+                veil = scene_veil(diagnosis, image, out, stretch) if diagnosis else None
+                stacked = torch.cat([out, image] + ([veil.t] if veil else []), 1)
+                step = partial(data_step, airlight=veil.airlight if veil else None)
+                del out, veil  # the stack holds them: one copy of a large image, not two
+                return tiled(step, stacked, k * stages // passes + 1).clamp(0, 1)
 
             out = apply(images[i:i + 1], 0)
             if uses_reference:

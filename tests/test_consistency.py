@@ -205,7 +205,7 @@ def test_veil_of_the_truth_is_the_synthesisers():
     # Fitting on the clean image itself recovers the veil: H(clean) is the hazy input.
     clean = _photo(96, 128)
     degraded, truth = synthesis.degrade(clean, "haze: beta=2, airlight=0.85", seed=5)
-    veil = consistency.Veil(truth.finding("haze"), _t(degraded), _t(clean), radius=2)
+    veil = consistency.Veil.fit(truth.finding("haze"), _t(degraded), _t(clean), radius=2)
     assert float(veil.t.min()) < 0.4 and float(veil.t.max()) > 0.8  # depth varies
     np.testing.assert_allclose(veil(_t(clean)), _t(degraded), atol=0.02)
     np.testing.assert_allclose(veil.inverse(veil(_t(clean))), _t(clean), atol=1e-4)
@@ -293,7 +293,7 @@ def test_the_veil_never_turns_a_pixel_negative():
     clean = _photo(96, 128)
     degraded, truth = synthesis.degrade(clean, "haze: beta=2, airlight=0.85", seed=5)
     overdone = 0.85 + 2.0 * (_t(clean) - 0.85)
-    veil = consistency.Veil(truth.finding("haze"), _t(degraded), overdone, radius=2)
+    veil = consistency.Veil.fit(truth.finding("haze"), _t(degraded), overdone, radius=2)
     assert float(veil.inverse(_t(degraded)).min()) > -1e-4  # -0.48 without the floor
 
 
@@ -323,8 +323,8 @@ def test_the_veil_rereads_an_analyzers_airlight_but_keeps_a_users():
     params = {"beta": 3.0, "airlight": 0.9}
     analyzer = Finding.from_params("haze", params, confidence=0.7)
     user = Finding.from_params("haze", params, 1.0, "user")
-    assert abs(consistency.Veil(analyzer, veiled, clean, radius=4).airlight - 0.75) < 0.01
-    assert consistency.Veil(user, veiled, clean, radius=4).airlight == 0.9
+    assert abs(consistency.Veil.fit(analyzer, veiled, clean, radius=4).airlight - 0.75) < 0.01
+    assert consistency.Veil.fit(user, veiled, clean, radius=4).airlight == 0.9
 
 
 def test_depth_stretch_deepens_the_fitted_veil_above_its_floor():
@@ -332,8 +332,8 @@ def test_depth_stretch_deepens_the_fitted_veil_above_its_floor():
     degraded, truth = synthesis.degrade(clean, "haze: beta=2, airlight=0.85", seed=5)
     left = 0.85 + 0.7 * (_t(clean) - 0.85)  # the guess kept part of the veil
     finding = truth.finding("haze")
-    plain = consistency.Veil(finding, _t(degraded), left, radius=2)
-    deeper = consistency.Veil(finding, _t(degraded), left, radius=2, depth_stretch=1.2)
+    plain = consistency.Veil.fit(finding, _t(degraded), left, radius=2)
+    deeper = consistency.Veil.fit(finding, _t(degraded), left, radius=2, depth_stretch=1.2)
     expected = torch.maximum(plain.t ** 1.2, plain.floor).clamp(consistency.MIN_TRANSMISSION, 1)
     torch.testing.assert_close(deeper.t, expected)
     assert float((deeper.t - plain.t).min()) < -0.02  # somewhere deeper, never above the fit
@@ -351,3 +351,25 @@ def test_only_the_shipped_restorer_carries_the_veil_calibration(tmp_path):
     copy = tmp_path / "mine.safetensors"
     shutil.copy(engine.DEFAULT_RESTORER, copy)
     assert not hasattr(engine.load_default_restorer(copy).model, "veil_depth_stretch")
+
+
+def test_tiles_undo_the_veil_the_whole_image_shows():
+    """The veil is fitted once on the whole image and handed to the tiles: in tiles a third of
+    the image's side the result is the whole image's. (Fitted per tile, each tile fitted
+    windows a fraction of the tile's side, and could re-read its own airlight: up to 0.08
+    apart here.)"""
+    from reason_restore.restorer.engine import Restorer
+    from reason_restore.restorer.network import PriorRestorer, RestorerConfig
+    from reason_restore.restorer.prior import prior_dim
+    clean = _photo(192, 192)
+    degraded, _ = synthesis.degrade(clean, "haze: beta=2.5, airlight=0.75", seed=3)
+    read = Diagnosis.from_findings([Finding.from_params("haze", {"beta": 2.5, "airlight": 0.9},
+                                                        confidence=0.8)])
+    model = PriorRestorer(RestorerConfig(prior_dim=prior_dim(), width=8))
+    # A pointwise network, so tiles cannot change its output: a dehaze that leaves veil.
+    model.forward = lambda x, prior, **conditioning: 0.75 + (x - 0.75) / 0.4
+    restorer, y = Restorer(model), _t(degraded)
+    whole = restorer.restore(y, [read], tile=192)
+    tiled = restorer.restore(y, [read], tile=64, overlap=8)
+    torch.testing.assert_close(tiled, whole, atol=1e-4, rtol=0)
+    assert _psnr(whole, _t(clean)) > _psnr(y, _t(clean)) + 3  # 13.8 -> 17.1 dB

@@ -291,7 +291,7 @@ def test_huge_image_through_diagnose_and_restore_glue(reasoner, restorer, monkey
                  tile=2048, overlap=32, force_upscale=False, diagnosis=diagnoses)
     assert out.shape == image.shape
     assert torch.allclose(out[0, ::500, ::500], image[0, ::500, ::500], atol=1e-5)
-    assert calls and calls[-1] == 6  # 2 x 3 tiles
+    assert calls and calls[-1] == 12  # 2 x 3 tiles, the network then the data step
 
 
 # --- clear errors ---------------------------------------------------------------------------
@@ -490,7 +490,7 @@ def test_comfy_progress_interrupt_and_folders(fake_comfy, reasoner, restorer, mo
     fake_comfy["updates"].clear()
     run("Restore", restorer=restorer, image=image, upscale=1.0, strength=1.0, tile=512,
         overlap=32, force_upscale=False)
-    assert fake_comfy["updates"][-1] == (2, 2)
+    assert fake_comfy["updates"][-1] == (4, 4)  # per image: the network, then the data step
 
     fake_comfy["interrupt"] = True
     with pytest.raises(fake_comfy["Interrupted"]):  # passes through, unwrapped

@@ -543,5 +543,5 @@ def test_nothing_diagnosed_means_nothing_changed():
     out = Restorer(model.eval()).restore(img, [Diagnosis.from_findings([])] * 2,
                                          progress=lambda d, t: calls.append((d, t)))
     assert torch.equal(out, img)
-    assert calls[-1] == (2, 2)
+    assert calls[-1] == (4, 4)  # complete: two images, each the network and the data step
     assert not torch.allclose(Restorer(model).restore(img), img)

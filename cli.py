@@ -229,7 +229,8 @@ def cmd_restore(args) -> int:
             (out_dir / f"{name}.cot.txt").write_text(
                 f"Diagnosis: {guided.summary()}\n{guided.chain_of_thought()}\n\n"
                 f"Prompts for a diffusion sampler (denoise {plan.denoise}, steps {plan.steps}, "
-                f"cfg {plan.cfg}):\npositive: {plan.positive}\nnegative: {plan.negative}\n")
+                f"cfg {plan.cfg}):\npositive: {plan.positive}\nnegative: {plan.negative}\n"
+                + "".join(f"Restore: {note}\n" for note in _airlight_notes(restorer)))
             text = (f"left: input, right: restored. {path.name}: {guided.summary()}"
                     + (f"; upscaled x{factor:g}" if factor > 1 else "") + "\n"
                     + _severity_line(before_per[0], before_all[0], after_per[0], after_all[0]))
@@ -249,6 +250,12 @@ def cmd_restore(args) -> int:
         print(f"{total - failed} of {total} image(s) restored into {out_dir}",
               file=sys.stderr)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _airlight_notes(restorer) -> list[str]:
+    from .restorer.engine import airlight_note
+    notes = (airlight_note(said, used) for _, said, used in getattr(restorer, "last_airlight", []))
+    return [n for n in notes if n]
 
 
 def cmd_diagnose(args) -> int:

@@ -99,7 +99,7 @@ class RRRestore:
                 force_upscale=False, prior=None, diagnosis=None, reference=None,
                 data_consistency=True):
         from ..restorer.backbones import BackboneRestorer
-        from ..restorer.engine import Restorer
+        from ..restorer.engine import Restorer, airlight_note
         from ..restorer.prior import RestorationPrior
         check_instance("restorer", restorer, (Restorer, BackboneRestorer),
                        "RR_RESTORER (Load Restorer)")
@@ -129,6 +129,10 @@ class RRRestore:
         for i, trust in enumerate(getattr(restorer, "last_reference_trust", None) or []):
             log.info("ReasonRestore Restore: image %d: reference trust %.2f%s", i, trust,
                      " (does not match the picture: ignored)" if trust == 0 else "")
+        for i, said, used in getattr(restorer, "last_airlight", None) or []:
+            note = airlight_note(said, used)
+            if note:
+                log.info("ReasonRestore Restore: image %d: %s", i, note)
         if not restorer.keep_loaded:
             comfy.soft_empty_cache()
         return (to_comfy(out),)

@@ -60,6 +60,14 @@ def upscaled_diagnosis(d: Diagnosis | None, factor: float) -> Diagnosis | None:
                                    observation=d.reasoning[0].text if d.reasoning else "")
 
 
+def airlight_note(said: float, used: float) -> str | None:
+    """The sentence for a user when the data step undid another airlight than the diagnosis
+    read (``Restorer.last_airlight``), or None when they agree."""
+    if abs(used - said) < 0.005:
+        return None
+    return f"airlight {used:.2f}, read where the veil is thick (the diagnosis said {said:.2f})"
+
+
 def check_restore_inputs(images, diagnoses, upscale: float, strength: float):
     """What every restorer (built-in or backbone) checks first: a CPU [B, 3, H, W] batch (tiles
     go to the device one at a time), one diagnosis per image (one is broadcast), and the
@@ -159,6 +167,9 @@ class Restorer:
         passes = 2 if uses_reference else 1
         h, w = images.shape[-2:]
         outs, self.last_reference_trust = [], []
+        # (image index, diagnosed airlight, airlight the data step used) per hazy image: the
+        # veil re-reads an analyzer's airlight where it is thick, and a user should see that.
+        self.last_airlight = []
         # Per image: one tiled network pass per use of the reference, each followed by a
         # tiled pass of the data step (the PSFs, <= 45 px, fit in the tiles' overlap).
         stages = passes * (2 if consistency else 1)
@@ -195,13 +206,16 @@ class Restorer:
                 return tiled_apply(fn, x, tile=tile, overlap=overlap, progress=tile_progress,
                                    check_interrupt=check_interrupt)
 
-            def apply(x, k, image=images[i:i + 1], diagnosis=diagnosis):
+            def apply(x, k, i=i, image=images[i:i + 1], diagnosis=diagnosis):
                 out = tiled(network, x, k * stages // passes)
                 if not consistency:
                     return out.clamp(0, 1)
                 # The veil is fitted on the whole image and handed to the tiles as a channel,
                 # so every tile undoes the same veil, whatever the tile size.
                 veil = scene_veil(diagnosis, image, out, stretch) if diagnosis else None
+                if veil is not None and k == 0:
+                    said = float(diagnosis.finding("haze").params["airlight"])
+                    self.last_airlight.append((i, said, veil.airlight))
                 stacked = torch.cat([out, image] + ([veil.t] if veil else []), 1)
                 step = partial(data_step, airlight=veil.airlight if veil else None)
                 del out, veil  # the stack holds them: one copy of a large image, not two

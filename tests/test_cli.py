@@ -121,3 +121,13 @@ def test_help_lists_the_commands(capsys):
     out = capsys.readouterr().out
     for cmd in ("restore", "diagnose", "degrade"):
         assert cmd in out
+
+
+def test_the_chain_of_thought_file_notes_a_reread_airlight():
+    from reason_restore.cli import _airlight_notes
+
+    class Restored:
+        last_airlight = [(0, 0.9, 0.75), (1, 0.8, 0.8)]
+    assert _airlight_notes(Restored()) == [
+        "airlight 0.75, read where the veil is thick (the diagnosis said 0.90)"]
+    assert _airlight_notes(object()) == []  # a backbone restorer has no veil

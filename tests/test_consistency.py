@@ -353,23 +353,44 @@ def test_only_the_shipped_restorer_carries_the_veil_calibration(tmp_path):
     assert not hasattr(engine.load_default_restorer(copy).model, "veil_depth_stretch")
 
 
+def _stub_restorer(network):
+    """The engine's Restorer around a tiny model whose network is ``network(x)``."""
+    from reason_restore.restorer.engine import Restorer
+    from reason_restore.restorer.network import PriorRestorer, RestorerConfig
+    from reason_restore.restorer.prior import prior_dim
+    model = PriorRestorer(RestorerConfig(prior_dim=prior_dim(), width=8))
+    model.forward = lambda x, prior, **conditioning: network(x)
+    return Restorer(model)
+
+
 def test_tiles_undo_the_veil_the_whole_image_shows():
     """The veil is fitted once on the whole image and handed to the tiles: in tiles a third of
     the image's side the result is the whole image's. (Fitted per tile, each tile fitted
     windows a fraction of the tile's side, and could re-read its own airlight: up to 0.08
     apart here.)"""
-    from reason_restore.restorer.engine import Restorer
-    from reason_restore.restorer.network import PriorRestorer, RestorerConfig
-    from reason_restore.restorer.prior import prior_dim
     clean = _photo(192, 192)
     degraded, _ = synthesis.degrade(clean, "haze: beta=2.5, airlight=0.75", seed=3)
     read = Diagnosis.from_findings([Finding.from_params("haze", {"beta": 2.5, "airlight": 0.9},
                                                         confidence=0.8)])
-    model = PriorRestorer(RestorerConfig(prior_dim=prior_dim(), width=8))
     # A pointwise network, so tiles cannot change its output: a dehaze that leaves veil.
-    model.forward = lambda x, prior, **conditioning: 0.75 + (x - 0.75) / 0.4
-    restorer, y = Restorer(model), _t(degraded)
+    restorer, y = _stub_restorer(lambda x: 0.75 + (x - 0.75) / 0.4), _t(degraded)
     whole = restorer.restore(y, [read], tile=192)
     tiled = restorer.restore(y, [read], tile=64, overlap=8)
     torch.testing.assert_close(tiled, whole, atol=1e-4, rtol=0)
     assert _psnr(whole, _t(clean)) > _psnr(y, _t(clean)) + 3  # 13.8 -> 17.1 dB
+    assert restorer.last_airlight == [(0, 0.9, 0.9)]  # no thick veil here: the diagnosis's
+
+
+def test_restore_reports_an_airlight_it_reread():
+    from reason_restore.restorer.engine import airlight_note
+    clean, veiled = _thick_veil(airlight=0.75)
+    params = {"beta": 3.0, "airlight": 0.9}
+    restorer = _stub_restorer(lambda x: clean)
+    for source, expected in (("analyzer", 0.75), ("user", 0.9)):
+        finding = Finding.from_params("haze", params, 0.7, source)
+        restorer.restore(veiled, [Diagnosis.from_findings([finding])])
+        ((index, said, used),) = restorer.last_airlight
+        assert index == 0 and said == 0.9 and abs(used - expected) < 0.01
+    assert airlight_note(0.9, 0.7512) == ("airlight 0.75, read where the veil is thick (the "
+                                          "diagnosis said 0.90)")
+    assert airlight_note(0.9, 0.9) is None

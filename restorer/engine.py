@@ -212,12 +212,13 @@ class Restorer:
                     return out.clamp(0, 1)
                 # The veil is fitted on the whole image and handed to the tiles as a channel,
                 # so every tile undoes the same veil, whatever the tile size.
-                veil = scene_veil(diagnosis, image, out, stretch) if diagnosis else None
+                veil = (scene_veil(diagnosis, image, out, stretch) if diagnosis is not None
+                        else None)
                 if veil is not None and k == 0:
                     said = float(diagnosis.finding("haze").params["airlight"])
                     self.last_airlight.append((i, said, veil.airlight))
-                stacked = torch.cat([out, image] + ([veil.t] if veil else []), 1)
-                step = partial(data_step, airlight=veil.airlight if veil else None)
+                stacked = torch.cat([out, image] + ([] if veil is None else [veil.t]), 1)
+                step = partial(data_step, airlight=None if veil is None else veil.airlight)
                 del out, veil  # the stack holds them: one copy of a large image, not two
                 return tiled(step, stacked, k * stages // passes + 1).clamp(0, 1)
 

@@ -100,7 +100,7 @@ from .wiener import wiener_passes
 __all__ = ["SCENE_TYPES", "POINTWISE_TYPES", "LINEAR_TYPES", "ADDITIVE_TYPES",
            "PRIOR_VARIANCE", "fft_convolve", "linear_operator", "ToneCurve", "Veil",
            "SceneMap", "scene_veil", "veil_radius", "error_variance", "denoise_observation",
-           "refine"]
+           "has_data_step", "refine"]
 
 SCENE_TYPES = ("rain",)                           # unknown streak layout: no data step
 POINTWISE_TYPES = ("haze", "low_light")           # before the optics, invertible per pixel: P
@@ -403,6 +403,13 @@ def denoise_observation(diagnosis: Diagnosis, y: torch.Tensor, pilot: torch.Tens
     return denoised, residual * WIENER_RESIDUAL
 
 
+def has_data_step(diagnosis: Diagnosis | None) -> bool:
+    """Whether ``refine`` changes anything under ``diagnosis``: not without one, with an empty
+    one, or with rain in it (its streak layout is unknown)."""
+    return (diagnosis is not None and bool(diagnosis.findings)
+            and not any(f.type in SCENE_TYPES for f in diagnosis.findings))
+
+
 def refine(x_hat: torch.Tensor, y: torch.Tensor, diagnosis: Diagnosis | None,
            prior_variance: float = PRIOR_VARIANCE,
            iterations: int = CG_ITERATIONS, denoise: bool = True,
@@ -419,9 +426,7 @@ def refine(x_hat: torch.Tensor, y: torch.Tensor, diagnosis: Diagnosis | None,
     if x_hat.shape != y.shape:
         raise ValueError(f"y: expected the shape of the restoration {tuple(x_hat.shape)}, "
                          f"got {tuple(y.shape)}")
-    if diagnosis is None or not diagnosis.findings:
-        return x_hat
-    if any(f.type in SCENE_TYPES for f in diagnosis.findings):
+    if not has_data_step(diagnosis):
         return x_hat
     dtype = x_hat.dtype
     x_hat, y = x_hat.float(), y.float()

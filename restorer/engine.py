@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from ..reasoner.diagnosis import Diagnosis, Finding
 from ..reasoner.images import as_rgb_batch
 from ..reasoner.taxonomy import get_type
-from .consistency import Veil, refine, scene_veil
+from .consistency import Veil, has_data_step, refine, scene_veil
 from .content import semantic_phrases, semantic_tokens
 from .network import PriorRestorer, load_restorer
 from .prior import encode_prior_batch
-from .tiling import tiled_apply
+from .tiling import tile_starts, tiled_apply
 
 DEFAULT_RESTORER = Path(__file__).resolve().parent / "weights" / "restorer.safetensors"
 # The shipped weights leave part of a veil, most where it is thick, so the data step's
@@ -207,13 +207,18 @@ class Restorer:
                                    check_interrupt=check_interrupt)
 
             def apply(x, k, i=i, image=images[i:i + 1], diagnosis=diagnosis):
-                out = tiled(network, x, k * stages // passes)
+                stage = k * stages // passes
+                out = tiled(network, x, stage)
                 if not consistency:
+                    return out.clamp(0, 1)
+                if not has_data_step(diagnosis):  # rain, or blind: no second pass to tile
+                    if progress:
+                        n = len(tile_starts(h, tile, overlap)) * len(tile_starts(w, tile, overlap))
+                        progress((i * stages + stage + 2) * n, b * stages * n)
                     return out.clamp(0, 1)
                 # The veil is fitted on the whole image and handed to the tiles as a channel,
                 # so every tile undoes the same veil, whatever the tile size.
-                veil = (scene_veil(diagnosis, image, out, stretch) if diagnosis is not None
-                        else None)
+                veil = scene_veil(diagnosis, image, out, stretch)
                 if veil is not None and k == 0:
                     said = float(diagnosis.finding("haze").params["airlight"])
                     self.last_airlight.append((i, said, veil.airlight))

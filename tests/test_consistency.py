@@ -394,3 +394,13 @@ def test_restore_reports_an_airlight_it_reread():
     assert airlight_note(0.9, 0.7512) == ("airlight 0.75, read where the veil is thick (the "
                                           "diagnosis said 0.90)")
     assert airlight_note(0.9, 0.9) is None
+
+
+def test_without_a_data_step_the_second_pass_is_skipped_and_the_bar_completes():
+    rain = Diagnosis.from_findings([Finding.from_params("rain", {"density": 0.02, "length": 20})])
+    restorer, y = _stub_restorer(lambda x: x * 0.5), torch.rand(1, 3, 150, 150)
+    calls = []
+    out = restorer.restore(y, [rain], tile=64, overlap=8,
+                           progress=lambda done, total: calls.append((done, total)))
+    torch.testing.assert_close(out, y * 0.5)  # the network's output, not refined
+    assert len(calls) == 10 and calls[-1] == (18, 18)  # 3 x 3 tiles, then the skipped pass

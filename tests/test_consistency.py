@@ -87,6 +87,33 @@ def test_fourier_solve_is_the_converged_conjugate_gradient_solve(blur):
     assert float((early - converged)[inner].abs().max()) > 5 * gap
 
 
+@pytest.mark.parametrize("spec", ["blur: width=2.0", "low_resolution: scale=2",
+                                  "blur: width=1.5, motion_length=15, motion_angle=45"])
+def test_under_optics_alone_the_network_output_does_not_enter_the_step(spec):
+    # The prior mean is the input: two very different restorations give one result, and it is
+    # the input's own deconvolution (x_hat = y).
+    clean = _photo()
+    degraded, truth = synthesis.degrade(clean, spec, seed=3)
+    y, c = _t(synthesis.quantise(degraded)), _t(clean)
+    good, bad = _rough_guess(c, error=0.01), torch.rand_like(y)
+    z = consistency.refine(good, y, truth)
+    np.testing.assert_allclose(consistency.refine(bad, y, truth), z, atol=1e-6)
+    np.testing.assert_allclose(consistency.refine(y.clone(), y, truth), z, atol=1e-6)
+    assert _psnr(z, c) > _psnr(y, c) + 0.5
+
+
+def test_with_noise_or_a_veil_the_network_output_still_counts():
+    # As the noise filter's pilot, and as the prior mean behind a pointwise map.
+    clean = _photo()
+    for spec in ("blur: width=1.5; noise: sigma=15",
+                 "haze: beta=1.5, airlight=0.9; blur: width=1.5"):
+        degraded, truth = synthesis.degrade(clean, spec, seed=3)
+        y, c = _t(synthesis.quantise(degraded)), _t(clean)
+        good = _rough_guess(c, error=0.01)
+        assert _psnr(consistency.refine(good, y, truth), c) > \
+            _psnr(consistency.refine(torch.rand_like(y), y, truth), c) + 1.0
+
+
 def test_an_oblique_motion_keeps_conjugate_gradients():
     # Its mirror image is another PSF: the mirror extension would contradict the data.
     y = torch.rand(1, 3, 64, 80)

@@ -113,7 +113,7 @@ from .wiener import wiener_passes
 __all__ = ["SCENE_TYPES", "POINTWISE_TYPES", "LINEAR_TYPES", "ADDITIVE_TYPES",
            "PRIOR_VARIANCE", "fft_convolve", "linear_operator", "ToneCurve", "Veil",
            "SceneMap", "scene_veil", "veil_radius", "error_variance", "denoise_observation",
-           "has_data_step", "refine"]
+           "has_data_step", "ignores_restoration", "refine"]
 
 SCENE_TYPES = ("rain",)                           # unknown streak layout: no data step
 POINTWISE_TYPES = ("haze", "low_light")           # before the optics, invertible per pixel: P
@@ -426,6 +426,16 @@ def has_data_step(diagnosis: Diagnosis | None) -> bool:
     one, or with rain in it (its streak layout is unknown)."""
     return (diagnosis is not None and bool(diagnosis.findings)
             and not any(f.type in SCENE_TYPES for f in diagnosis.findings))
+
+
+def ignores_restoration(diagnosis: Diagnosis | None, shape: Sequence[int]) -> bool:
+    """Whether ``refine``'s result under ``diagnosis`` for an H x W (``shape``) image does not
+    depend on ``x_hat`` at all: a blur or a low resolution alone, where the prior mean is the
+    input (``INPUT_PRIOR_FOR_OPTICS``) and there is no noise or JPEG for the network output to
+    pilot the filter of. A restorer need not run its network then."""
+    return (INPUT_PRIOR_FOR_OPTICS and has_data_step(diagnosis)
+            and all(f.type in LINEAR_TYPES for f in diagnosis.findings)
+            and not linear_operator(diagnosis.findings, shape).identity)
 
 
 def refine(x_hat: torch.Tensor, y: torch.Tensor, diagnosis: Diagnosis | None,

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ..reasoner.diagnosis import Diagnosis, Finding
 from ..reasoner.images import as_rgb_batch
 from ..reasoner.taxonomy import get_type
-from .consistency import Veil, has_data_step, refine, scene_veil
+from .consistency import Veil, has_data_step, ignores_restoration, refine, scene_veil
 from .content import semantic_phrases, semantic_tokens
 from .network import PriorRestorer, load_restorer
 from .prior import encode_prior_batch
@@ -206,15 +206,27 @@ class Restorer:
                 return tiled_apply(fn, x, tile=tile, overlap=overlap, progress=tile_progress,
                                    check_interrupt=check_interrupt)
 
+            def skipped(stage, i=i):  # a stage with nothing to do: its share of the bar at once
+                if progress:
+                    n = len(tile_starts(h, tile, overlap)) * len(tile_starts(w, tile, overlap))
+                    progress((i * stages + stage + 1) * n, b * stages * n)
+
+            # Under a blur or a low resolution alone the data step never reads the network's
+            # output (consistency.ignores_restoration): the network pass would be work for
+            # nothing, about half of such a restoration.
+            unused = consistency and ignores_restoration(diagnosis, (h, w))
+
             def apply(x, k, i=i, image=images[i:i + 1], diagnosis=diagnosis):
                 stage = k * stages // passes
-                out = tiled(network, x, stage)
+                if unused:
+                    out = image
+                    skipped(stage)
+                else:
+                    out = tiled(network, x, stage)
                 if not consistency:
                     return out.clamp(0, 1)
                 if not has_data_step(diagnosis):  # rain, or blind: no second pass to tile
-                    if progress:
-                        n = len(tile_starts(h, tile, overlap)) * len(tile_starts(w, tile, overlap))
-                        progress((i * stages + stage + 2) * n, b * stages * n)
+                    skipped(stage + 1)
                     return out.clamp(0, 1)
                 # The veil is fitted on the whole image and handed to the tiles as a channel,
                 # so every tile undoes the same veil, whatever the tile size.

@@ -431,3 +431,27 @@ def test_without_a_data_step_the_second_pass_is_skipped_and_the_bar_completes():
                            progress=lambda done, total: calls.append((done, total)))
     torch.testing.assert_close(out, y * 0.5)  # the network's output, not refined
     assert len(calls) == 10 and calls[-1] == (18, 18)  # 3 x 3 tiles, then the skipped pass
+
+
+def test_under_optics_alone_the_restorer_skips_the_network_it_would_not_use(monkeypatch):
+    from reason_restore.restorer import engine
+    clean = _photo(150, 150)
+    degraded, truth = synthesis.degrade(clean, "blur: width=1.5", seed=2)
+    y, seen = _t(synthesis.quantise(degraded)), []
+    restorer = _stub_restorer(lambda x: seen.append(1) or torch.rand_like(x))
+    calls = []
+    out = restorer.restore(y, [truth], tile=64, overlap=8,
+                           progress=lambda done, total: calls.append((done, total)))
+    assert not seen  # the network never ran
+    assert calls[-1] == (18, 18)  # the skipped network pass still fills its share of the bar
+    # Running it changes nothing: the data step does not read its output.
+    monkeypatch.setattr(engine, "ignores_restoration", lambda *a: False)
+    torch.testing.assert_close(restorer.restore(y, [truth], tile=64, overlap=8), out,
+                               atol=0, rtol=0)
+    assert seen
+    # With noise the network's output pilots the filter: it runs.
+    monkeypatch.undo()
+    seen.clear()
+    _, noisy = synthesis.degrade(clean, "blur: width=1.5; noise: sigma=10", seed=2)
+    restorer.restore(y, [noisy], tile=64, overlap=8)
+    assert seen
